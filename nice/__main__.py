@@ -1,0 +1,5 @@
+import sys
+
+from nice.cli import main
+
+sys.exit(main())

@@ -1,0 +1,49 @@
+"""A NICE model: the frozen classifier and the mask generator trained against it, as one
+directory (`classifier.pt`, `mask_generator.pt`, `nice.json`) that compression loads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from nice.checkpoint import load_classifier, load_generator, save_checkpoint
+from nice.config import NiceConfig
+
+CLASSIFIER_FILE = "classifier.pt"
+GENERATOR_FILE = "mask_generator.pt"
+CONFIG_FILE = "nice.json"
+
+
+@dataclass
+class NiceModel:
+    classifier: nn.Module
+    generator: nn.Module
+    config: NiceConfig
+    uri: str = ""
+    class_names: list[str] | None = None
+
+    def save(self, path: str | Path, meta: dict | None = None) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(path / CLASSIFIER_FILE, "classifier", self.classifier, self.config, meta)
+        save_checkpoint(path / GENERATOR_FILE, "mask_generator", self.generator, self.config, meta)
+        (path / CONFIG_FILE).write_text(json.dumps(
+            {"config": self.config.to_dict(), "class_names": self.class_names}, indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NiceModel":
+        path = Path(path)
+        if not (path / GENERATOR_FILE).is_file() or not (path / CLASSIFIER_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a NICE model directory "
+                                    f"(needs {CLASSIFIER_FILE} and {GENERATOR_FILE})")
+        classifier, _, _ = load_classifier(path / CLASSIFIER_FILE)
+        generator, cfg, _ = load_generator(path / GENERATOR_FILE)
+        names = None
+        if (path / CONFIG_FILE).is_file():
+            names = json.loads((path / CONFIG_FILE).read_text()).get("class_names")
+        return cls(classifier=classifier, generator=generator, config=cfg,
+                   uri=str(path.resolve()), class_names=names)

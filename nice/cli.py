@@ -1,0 +1,177 @@
+"""`nice` command line. Each sub-command is a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from nice.config import NiceConfig
+
+
+def _config(args: argparse.Namespace, base: NiceConfig | None = None) -> NiceConfig:
+    """The config file (or `base`, or the defaults) with every flag that was given applied."""
+    cfg = NiceConfig.load(args.config) if getattr(args, "config", None) else (base or NiceConfig())
+    cfg = NiceConfig.from_dict(cfg.to_dict())  # a copy: never mutate the caller's
+    for attr, section, key in [
+        ("epochs_classifier", "train_classifier", "epochs"), ("epochs", "train_generator", "epochs"),
+        ("lam", "train_generator", "lam"), ("mu", "train_generator", "mu"),
+        ("target", "train_generator", "target"), ("block", "gates", "block"),
+        ("mixing", "mixing", "mode"), ("pool", "mixing", "pool"), ("generator", "generator", "arch"),
+        ("format", "codec", "format"), ("quality", "codec", "quality"), ("tau", "guard", "tau"),
+        ("device", "train_generator", "device"), ("seed", "train_generator", "seed"),
+    ]:
+        value = getattr(args, attr, None)
+        if value is not None:
+            setattr(getattr(cfg, section), key, value)
+    return NiceConfig.from_dict(cfg.to_dict())  # re-validate after overrides
+
+
+def _add_config(p: argparse.ArgumentParser, train: bool = False, codec: bool = False) -> None:
+    p.add_argument("--config", help="JSON file with a NiceConfig (flags below override it)")
+    if train:
+        p.add_argument("--epochs", type=int, help="mask-generator epochs")
+        p.add_argument("--lam", type=float, help="lambda: weight of the expected-L0 penalty")
+        p.add_argument("--mu", type=float, help="weight of the TV smoothness penalty")
+        p.add_argument("--target", choices=["prediction", "label"])
+        p.add_argument("--block", type=int, help="gate block size b (power of two)")
+        p.add_argument("--mixing", choices=["zero", "lowres", "blur"])
+        p.add_argument("--pool", type=int, help="background block size k for lowres mixing")
+        p.add_argument("--generator", choices=["conv", "reference"])
+        p.add_argument("--device", help="auto | cpu | cuda[:N]")
+        p.add_argument("--seed", type=int)
+    if codec:
+        p.add_argument("--format", choices=["source", "png", "jpeg", "webp", "avif"])
+        p.add_argument("--quality", type=int)
+        p.add_argument("--tau", type=float, help="binarisation threshold of the gates")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from nice.data.mnist import DatasetNotFound, locate
+
+    names = ["mnist", "fashion-mnist"] if args.dataset == "all" else [args.dataset]
+    status = 0
+    for name in names:
+        try:
+            print(f"{name}: {locate(name, download=not args.offline)}")
+        except DatasetNotFound as exc:
+            print(f"{name}: not available ({exc})", file=sys.stderr)
+            status = 0 if args.dataset == "all" and name != "mnist" else 1
+    return status
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from nice.checkpoint import save_checkpoint
+    from nice.data.sources import load_builtin
+    from nice.device import configure_threads
+    from nice.training.classifier import train_classifier
+
+    configure_threads()
+    cfg = _config(args)
+    train, _ = load_builtin(args.dataset, "train")
+    test, _ = load_builtin(args.dataset, "test")
+    res = train_classifier(cfg, train, test)
+    save_checkpoint(args.out, "classifier", res.model, cfg, res.final)
+    print(json.dumps({"out": str(args.out), **res.final}))
+    return 0
+
+
+def cmd_train_mask_generator(args: argparse.Namespace) -> int:
+    from nice.bundle import NiceModel
+    from nice.checkpoint import load_classifier
+    from nice.data.sources import load_builtin
+    from nice.device import configure_threads
+    from nice.training.mask_generator import train_mask_generator
+
+    configure_threads()
+    classifier, clf_cfg, _ = load_classifier(args.classifier)
+    cfg = _config(args)
+    cfg = cfg.replace(classifier=clf_cfg.classifier)
+    train, split = load_builtin(args.dataset, "train")
+    test, _ = load_builtin(args.dataset, "test")
+    res = train_mask_generator(cfg, classifier, train, test)
+    NiceModel(classifier, res.model, cfg, class_names=split.class_names).save(args.out, res.final)
+    print(json.dumps({"out": str(args.out), **res.final}))
+    return 0
+
+
+def cmd_compress_folder(args: argparse.Namespace) -> int:
+    from nice.bundle import NiceModel
+    from nice.compress.folder import compress_folder
+    from nice.device import configure_threads
+
+    configure_threads()
+    model = NiceModel.load(args.model)
+    cfg = _config(args, base=model.config)
+    summary = compress_folder(args.src, args.dst, model, cfg, savings=args.savings,
+                              batch_size=args.batch_size)
+    print(json.dumps(summary.to_dict(), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nice.demo import format_summary, run_demo
+    from nice.paths import nice_home
+
+    cfg = _config(args)
+    workdir = Path(args.workdir) if args.workdir else nice_home() / "demo" / cfg.hash()
+    res = run_demo(workdir, cfg, limit_test=args.limit, reuse=not args.retrain)
+    print(format_summary(res))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nice", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    f = p.add_parser("fetch", help="locate or fetch MNIST / Fashion-MNIST into $NICE_HOME (offline first)")
+    f.add_argument("--dataset", default="all", choices=["all", "mnist", "fashion-mnist"])
+    f.add_argument("--offline", action="store_true", help="never try the internet download")
+    f.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train-classifier", help="train the classifier to be explained")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    p.add_argument("--epochs-classifier", dest="epochs_classifier", type=int)
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_train_classifier)
+
+    p = sub.add_parser("train-mask-generator", help="train the NICE mask generator against a frozen classifier")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--classifier", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    _add_config(p, train=True)
+    p.set_defaults(func=cmd_train_mask_generator)
+
+    p = sub.add_parser("compress-folder", help="compress a folder of images with a NICE model")
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    p.add_argument("--model", type=Path, required=True, help="NICE model directory")
+    p.add_argument("--savings", type=Path, help="also write the merged savings Parquet here")
+    p.add_argument("--batch-size", type=int, default=64)
+    _add_config(p, codec=True)
+    p.set_defaults(func=cmd_compress_folder)
+
+    p = sub.add_parser("demo", help="train on MNIST and compress the MNIST test split")
+    p.add_argument("--workdir", help="default: $NICE_HOME/demo/<config hash>")
+    p.add_argument("--limit", type=int, help="compress only the first N test images")
+    p.add_argument("--retrain", action="store_true", help="ignore models from an earlier demo run")
+    p.add_argument("--epochs-classifier", dest="epochs_classifier", type=int)
+    _add_config(p, train=True, codec=True)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The compression engine: mask -> mixed-resolution image -> codec -> prediction guard."""

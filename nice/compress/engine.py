@@ -1,0 +1,229 @@
+"""Compress images with a NICE model: decode -> classify -> mask -> mix -> encode -> guard.
+
+The guard (DESIGN.md §3): every encoded output is decoded and classified again; if the
+top-1 class differs from the source's, a denser mask (lower tau) is tried, and failing
+that the source bytes are kept unchanged. An output is never larger than its source.
+Work is batched per image shape; each tau level is one batched classifier call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+
+from nice.bundle import NiceModel
+from nice.codec import decode as decode_bytes
+from nice.codec import codec_params, encode, output_format
+from nice.config import NiceConfig
+from nice.gates import HardConcrete, upsample_gates
+from nice.imageio import DecodedImage, ImageRejected, decode_image, to_pil, to_tensor
+from nice.mixing import make_mixer
+from nice.compress.savings import empty_row
+
+
+@dataclass
+class SourceItem:
+    uri: str
+    data: bytes
+    key: str = ""  # relative to the source root; outputs mirror it
+    etag: str = ""
+    label: int | None = None
+
+
+@dataclass
+class ItemResult:
+    row: dict[str, Any]
+    output: bytes | None  # what to store at DST (None: nothing, e.g. unreadable source)
+    format_out: str | None = None
+
+
+@dataclass
+class _Work:
+    index: int
+    item: SourceItem
+    decoded: DecodedImage
+    x: torch.Tensor
+    started: float
+    pred_src: int = -1
+    prob_src: float = 0.0
+    log_alpha: torch.Tensor | None = None
+    tried: int = 0
+    extra_ms: float = 0.0
+    done: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class Compressor:
+    """Holds a loaded model and the job's config; `compress` turns source items into rows."""
+
+    def __init__(self, model: NiceModel, cfg: NiceConfig | None = None, run_id: str = "",
+                 device: str | torch.device = "cpu", batch_size: int = 64) -> None:
+        self.cfg = cfg or model.config
+        # The model fixes architecture, gates and mixing; the job may change codec and guard.
+        if (self.cfg.gates, self.cfg.mixing, self.cfg.classifier) != (
+                model.config.gates, model.config.mixing, model.config.classifier):
+            raise ValueError("job config disagrees with the model on gates/mixing/classifier")
+        self.device = torch.device(device)
+        self.classifier = model.classifier.to(self.device).eval()
+        self.generator = model.generator.to(self.device).eval()
+        self.model_uri = model.uri
+        self.run_id = run_id
+        self.batch_size = batch_size
+        self.gates = HardConcrete(self.cfg.gates)
+        self.mixer = make_mixer(self.cfg.mixing, self.cfg.gates.block)
+        self.config_hash = self.cfg.hash()
+        g = self.cfg.guard
+        self.taus = [g.tau] + [t for t in g.tau_steps if t < g.tau]
+
+    # -- public -----------------------------------------------------------------------
+    def compress(self, items: list[SourceItem]) -> list[ItemResult]:
+        results: list[ItemResult | None] = [None] * len(items)
+        groups: dict[tuple[int, ...], list[_Work]] = {}
+        for i, item in enumerate(items):
+            t0 = time.perf_counter()
+            try:
+                work = self._prepare(i, item, t0)
+            except ImageRejected as rej:
+                results[i] = self._rejected(item, rej, t0)
+                continue
+            groups.setdefault(tuple(work.x.shape), []).append(work)
+        for group in groups.values():
+            for start in range(0, len(group), self.batch_size):
+                for work, res in self._run_batch(group[start:start + self.batch_size]):
+                    results[work.index] = res
+        return [r for r in results if r is not None]
+
+    # -- steps ------------------------------------------------------------------------
+    def _prepare(self, index: int, item: SourceItem, t0: float) -> _Work:
+        decoded = decode_image(item.data, self.cfg.guard.max_pixels)
+        cc = self.cfg.classifier
+        channels = 1 if decoded.image.mode == "L" else 3
+        if channels != cc.in_channels:
+            kind = "greyscale" if cc.in_channels == 1 else "colour"
+            raise ImageRejected("skipped", f"{decoded.image.mode} image but the classifier takes {kind} input")
+        w, h = decoded.size
+        if cc.image_size and (w, h) != (cc.image_size, cc.image_size):
+            raise ImageRejected("skipped", f"{w}x{h} image but the classifier takes {cc.image_size}x{cc.image_size}")
+        return _Work(index=index, item=item, decoded=decoded, x=to_tensor(decoded.image), started=t0)
+
+    @torch.no_grad()
+    def _classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = torch.softmax(self.classifier(x.to(self.device)).float(), dim=1).cpu()
+        conf, pred = probs.max(dim=1)
+        return pred, conf
+
+    @torch.no_grad()
+    def _run_batch(self, batch: list[_Work]) -> list[tuple[_Work, ItemResult]]:
+        t_model = time.perf_counter()
+        x = torch.stack([w.x for w in batch])
+        pred, conf = self._classify(x)
+        log_alpha = self.generator(x.to(self.device)).float().cpu()
+        share = (time.perf_counter() - t_model) * 1000.0 / len(batch)
+        for i, w in enumerate(batch):
+            w.pred_src, w.prob_src, w.log_alpha = int(pred[i]), float(conf[i]), log_alpha[i:i + 1]
+            w.extra_ms += share
+        out: list[tuple[_Work, ItemResult]] = []
+        pending = list(batch)
+        for level, tau in enumerate(self.taus):
+            if not pending:
+                break
+            candidates = []
+            for w in pending:
+                t = time.perf_counter()
+                z = self.gates.binarize(w.log_alpha, tau, self.cfg.guard.dilate)
+                mixed = self.mixer(w.x.unsqueeze(0), z)[0]
+                pil = to_pil(mixed)
+                fmt = output_format(self.cfg.codec, w.decoded.format)
+                data = encode(pil, fmt, self.cfg.codec)
+                w.tried = level + 1
+                w.params = codec_params(self.cfg.codec, fmt, pil)
+                w.extra_ms += (time.perf_counter() - t) * 1000.0
+                if len(data) >= len(w.item.data):
+                    # Denser masks only cost more bytes: keep the source now.
+                    out.append((w, self._kept(w, "output would not be smaller than the source")))
+                    continue
+                candidates.append((w, z, fmt, data, to_tensor(_as_mode(decode_bytes(data), w.decoded.image.mode))))
+            if candidates:
+                t = time.perf_counter()
+                pred_out, conf_out = self._classify(torch.stack([c[4] for c in candidates]))
+                share = (time.perf_counter() - t) * 1000.0 / len(candidates)
+                next_pending = []
+                for j, (w, z, fmt, data, _) in enumerate(candidates):
+                    w.extra_ms += share
+                    if int(pred_out[j]) == w.pred_src:
+                        out.append((w, self._compressed(w, z, tau, fmt, data, int(pred_out[j]), float(conf_out[j]))))
+                    else:
+                        next_pending.append(w)
+                pending = next_pending
+            else:
+                pending = []
+        for w in pending:
+            out.append((w, self._kept(w, f"prediction changed at every tau in {self.taus}")))
+        return out
+
+    # -- rows -------------------------------------------------------------------------
+    def _base_row(self, item: SourceItem, t0: float) -> dict[str, Any]:
+        row = empty_row()
+        row.update(run_id=self.run_id, source_uri=item.uri, source_key=item.key or item.uri, source_etag=item.etag or md5_hex(item.data),
+                   source_bytes=len(item.data), label=item.label, model_uri=self.model_uri,
+                   config_hash=self.config_hash, block=self.cfg.gates.block, guard_retries=0,
+                   processed_at=datetime.now(timezone.utc))
+        return row
+
+    def _rejected(self, item: SourceItem, rej: ImageRejected, t0: float) -> ItemResult:
+        row = self._base_row(item, t0)
+        row.update(status=rej.status, error=rej.reason, elapsed_ms=(time.perf_counter() - t0) * 1000.0)
+        # Skipped images are still valid files: keep them at DST so the archive stays complete.
+        return ItemResult(row=row, output=item.data if rej.status == "skipped" else None)
+
+    def _common(self, w: _Work) -> dict[str, Any]:
+        row = self._base_row(w.item, w.started)
+        width, height = w.decoded.size
+        row.update(width=width, height=height, format_in=w.decoded.format.lower(),
+                   pred_source=w.pred_src, prob_source=w.prob_src,
+                   guard_retries=max(w.tried - 1, 0),
+                   elapsed_ms=(time.perf_counter() - w.started) * 1000.0)
+        return row
+
+    def _compressed(self, w: _Work, z: torch.Tensor, tau: float, fmt: str, data: bytes,
+                    pred: int, prob: float) -> ItemResult:
+        row = self._common(w)
+        zp = upsample_gates(z, self.cfg.gates.block, (w.x.shape[-2], w.x.shape[-1]))
+        grid = z[0, 0].to(torch.uint8).numpy()
+        row.update(status="compressed", output_bytes=len(data), saved_bytes=len(w.item.data) - len(data),
+                   ratio=len(data) / len(w.item.data), format_out=fmt,
+                   codec_params=json.dumps(w.params, sort_keys=True), tau=tau,
+                   mask_density=float(zp.mean()), mask=np.packbits(grid.ravel()).tobytes(),
+                   mask_height=int(grid.shape[0]), mask_width=int(grid.shape[1]),
+                   pred_output=pred, prob_output=prob)
+        return ItemResult(row=row, output=data, format_out=fmt)
+
+    def _kept(self, w: _Work, why: str) -> ItemResult:
+        row = self._common(w)
+        fmt = w.decoded.format.lower()
+        row.update(status="kept_original", output_bytes=len(w.item.data), saved_bytes=0, ratio=1.0,
+                   format_out=fmt, codec_params="{}", pred_output=w.pred_src, prob_output=w.prob_src,
+                   error=why, mask_density=1.0)
+        return ItemResult(row=row, output=w.item.data, format_out=None)
+
+
+def _as_mode(img, mode: str):
+    return img if img.mode == mode else img.convert(mode)
+
+
+def unpack_mask(row: dict[str, Any]) -> np.ndarray:
+    """The gate grid stored in a savings row, as a (mask_height, mask_width) uint8 array."""
+    h, w = row["mask_height"], row["mask_width"]
+    bits = np.unpackbits(np.frombuffer(row["mask"], dtype=np.uint8))[: h * w]
+    return bits.reshape(h, w)

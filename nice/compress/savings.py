@@ -1,0 +1,70 @@
+"""The per-image savings table (DESIGN.md §4) as an explicit Arrow schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STATUSES = ("compressed", "kept_original", "skipped", "failed")
+
+SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("source_uri", pa.string()),
+    ("source_key", pa.string()),  # path relative to the source root / prefix
+    ("source_etag", pa.string()),
+    ("source_bytes", pa.int64()),
+    ("output_uri", pa.string()),
+    ("output_bytes", pa.int64()),
+    ("saved_bytes", pa.int64()),
+    ("ratio", pa.float64()),  # output_bytes / source_bytes
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("format_in", pa.string()),
+    ("format_out", pa.string()),
+    ("codec_params", pa.string()),  # JSON
+    ("block", pa.int32()),
+    ("tau", pa.float64()),  # the tau actually used (after guard retries)
+    ("mask_density", pa.float64()),  # fraction of pixels kept at full resolution
+    ("mask", pa.binary()),  # np.packbits of the gate grid, row-major
+    ("mask_height", pa.int32()),  # gate grid shape, to unpack `mask`
+    ("mask_width", pa.int32()),
+    ("pred_source", pa.int32()),
+    ("pred_output", pa.int32()),
+    ("prob_source", pa.float64()),
+    ("prob_output", pa.float64()),
+    ("label", pa.int32()),
+    ("guard_retries", pa.int32()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("model_uri", pa.string()),
+    ("config_hash", pa.string()),
+    ("elapsed_ms", pa.float64()),
+    ("processed_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+def empty_row() -> dict[str, Any]:
+    return {name: None for name in SCHEMA.names}
+
+
+def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    for row in rows:
+        if row["status"] not in STATUSES:
+            raise ValueError(f"bad status {row['status']!r}")
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def write_parquet(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(to_table(rows), tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_parquet(path: str | Path) -> pa.Table:
+    return pq.read_table(path)

@@ -1,0 +1,183 @@
+"""Configuration: one `NiceConfig` object flows through training, compression and evaluation.
+
+Dataclasses rather than pydantic keep the library dependency-light; `from_dict` validates
+keys so that a typo in a config file is an error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+MIXING_MODES = ("zero", "lowres", "blur")
+TARGET_MODES = ("prediction", "label")
+
+
+@dataclass
+class GateConfig:
+    """Hard-concrete L0 gates (Louizos et al. 2018) on an H/b x W/b grid."""
+
+    block: int = 1  # b: one gate per b x b pixel block (1 = per pixel)
+    beta: float = 0.66
+    gamma: float = -0.1
+    zeta: float = 1.1
+
+
+@dataclass
+class MixingConfig:
+    mode: str = "zero"  # zero | lowres | blur
+    pool: int = 8  # k for lowres/blur, a multiple of the gate block
+
+    def __post_init__(self) -> None:
+        if self.mode not in MIXING_MODES:
+            raise ValueError(f"mixing.mode must be one of {MIXING_MODES}, got {self.mode!r}")
+        if self.pool < 1:
+            raise ValueError("mixing.pool must be >= 1")
+
+
+@dataclass
+class ClassifierConfig:
+    arch: str = "lenet"  # lenet | resnet
+    in_channels: int = 1
+    num_classes: int = 10
+    image_size: int = 28  # expected input size for fixed-size archs; 0 = any size
+
+
+@dataclass
+class GeneratorConfig:
+    arch: str = "conv"  # conv | reference
+    width: int = 16
+    depth: int = 2  # number of stride-2 stages below the gate grid
+    init_keep: float = 0.5  # initial P(gate open): away from the saturated regime
+
+
+@dataclass
+class ClassifierTrainConfig:
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # only takes effect on CUDA
+
+
+@dataclass
+class MaskTrainConfig:
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 2e-3
+    lam: float = 1.0  # lambda: weight of mean E[L0]
+    mu: float = 0.0  # smoothness (TV of gate probabilities)
+    lam_warmup_epochs: float = 0.0  # >0 ramps lambda up linearly; a ramp from 0 lets the task loss saturate every gate open
+    target: str = "prediction"  # prediction (explain the model) | label
+    # Fraction of steps whose forward pass uses the binarised eval mask (straight-through
+    # gradient of the stochastic sample): trains for the mask that compression will store.
+    straight_through: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGET_MODES:
+            raise ValueError(f"target must be one of {TARGET_MODES}, got {self.target!r}")
+
+
+@dataclass
+class CodecConfig:
+    format: str = "source"  # source | png | jpeg | webp | avif
+    quality: int = 85  # JPEG / WebP / AVIF quality
+    png_optimize: bool = True
+    jpeg_optimize: bool = True
+    jpeg_progressive: bool = False
+    jpeg_subsampling: str = "4:2:0"
+    webp_lossless: bool = False
+    strip_metadata: bool = True
+
+
+@dataclass
+class GuardConfig:
+    tau: float = 0.5
+    tau_steps: tuple[float, ...] = (0.3, 0.1)  # denser masks tried when the prediction flips
+    dilate: bool = False  # grow the binary mask by one cell before mixing
+    max_pixels: int = 40_000_000  # larger images are skipped (decompression-bomb guard)
+
+
+@dataclass
+class NiceConfig:
+    gates: GateConfig = field(default_factory=GateConfig)
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    train_classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    train_generator: MaskTrainConfig = field(default_factory=MaskTrainConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+
+    def __post_init__(self) -> None:
+        if self.mixing.mode != "zero" and self.mixing.pool % self.gates.block:
+            raise ValueError(
+                f"mixing.pool ({self.mixing.pool}) must be a multiple of gates.block "
+                f"({self.gates.block}) so that background blocks stay aligned"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def hash(self) -> str:
+        """Stable short hash of every setting (part of the savings table's idempotency key)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NiceConfig":
+        return _from_dict(cls, data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NiceConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def replace(self, **sections: Any) -> "NiceConfig":
+        return dataclasses.replace(self, **sections)
+
+
+def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = known[name].default_factory if known[name].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        proto = default() if default is not None else None
+        if proto is not None and is_dataclass(proto) and isinstance(value, dict):
+            kwargs[name] = _from_dict(type(proto), value)
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def mnist_default() -> NiceConfig:
+    """The MNIST operating point: per-pixel gates, zero mixing, PNG output."""
+    return NiceConfig()
+
+
+def colour_default(image_size: int = 64) -> NiceConfig:
+    """Colour photos: ResNet classifier, 8x8 block gates, lowres mixing, JPEG output."""
+    return NiceConfig(
+        gates=GateConfig(block=8),
+        mixing=MixingConfig(mode="lowres", pool=8),
+        classifier=ClassifierConfig(arch="resnet", in_channels=3, image_size=0),
+        generator=GeneratorConfig(arch="conv", width=16, depth=2),
+        codec=CodecConfig(format="source", quality=85),
+    )

@@ -1,0 +1,1 @@
+"""Datasets: IDX parsing and offline-first MNIST / Fashion-MNIST loaders."""

@@ -1,0 +1,67 @@
+"""Hard-concrete L0 gates (Louizos, Welling & Kingma 2018), as in DESIGN.md §2.
+
+A gate grid has one cell per b x b pixel block; `log_alpha` has shape (N, 1, H/b, W/b).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from nice.config import GateConfig
+
+
+class HardConcrete:
+    """Stateless sampler / evaluator for a gate grid with fixed (beta, gamma, zeta)."""
+
+    def __init__(self, cfg: GateConfig | None = None) -> None:
+        cfg = cfg or GateConfig()
+        if not (cfg.gamma < 0.0 and cfg.zeta > 1.0 and cfg.beta > 0.0):
+            raise ValueError("hard concrete needs gamma < 0 < 1 < zeta and beta > 0")
+        self.beta, self.gamma, self.zeta = cfg.beta, cfg.gamma, cfg.zeta
+        self.block = cfg.block
+        # log(-gamma/zeta) shift of the expected-L0 formula
+        self._l0_shift = cfg.beta * math.log(-cfg.gamma / cfg.zeta)
+
+    def sample(self, log_alpha: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """Training gates: stretched, clamped concrete samples (exact 0s and 1s occur)."""
+        u = torch.rand_like(log_alpha).clamp(eps, 1.0 - eps)
+        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / self.beta)
+        return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+
+    def deterministic(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        """Evaluation gates: the noise-free stretched sigmoid."""
+        return (torch.sigmoid(log_alpha) * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+
+    def __call__(self, log_alpha: torch.Tensor, training: bool) -> torch.Tensor:
+        return self.sample(log_alpha) if training else self.deterministic(log_alpha)
+
+    def expected_l0(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        """P(z > 0) per cell, closed form: sigmoid(log_alpha - beta * log(-gamma/zeta))."""
+        return torch.sigmoid(log_alpha - self._l0_shift)
+
+    def binarize(self, log_alpha: torch.Tensor, tau: float = 0.5, dilate: bool = False) -> torch.Tensor:
+        """Binary compression mask: deterministic gate > tau, optionally grown by one cell."""
+        z = (self.deterministic(log_alpha) > tau).to(log_alpha.dtype)
+        if dilate:
+            z = F.max_pool2d(z, kernel_size=3, stride=1, padding=1)
+        return z
+
+    def log_alpha_for_keep(self, p_keep: float) -> float:
+        """The log_alpha whose expected L0 equals `p_keep` (used to initialise generators)."""
+        p = min(max(p_keep, 1e-4), 1 - 1e-4)
+        return math.log(p / (1 - p)) + self._l0_shift
+
+
+def upsample_gates(z: torch.Tensor, block: int, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour gate grid -> pixels, cropped to `size` (grids cover partial blocks)."""
+    if block > 1:
+        z = z.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
+    return z[..., : size[0], : size[1]]
+
+
+def grid_shape(height: int, width: int, block: int) -> tuple[int, int]:
+    """Gate grid size for an image: partial edge blocks get a gate of their own."""
+    return (math.ceil(height / block), math.ceil(width / block))

@@ -1,0 +1,1 @@
+"""Training loops: the classifier to explain, and the NICE mask generator against it."""

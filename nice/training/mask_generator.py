@@ -1,0 +1,119 @@
+"""Train the NICE mask generator against a frozen classifier (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from nice.config import NiceConfig
+from nice.data.arrays import make_loader
+from nice.device import pick_device, seed_everything
+from nice.gates import HardConcrete, upsample_gates
+from nice.losses import NiceLoss
+from nice.mixing import make_mixer
+from nice.models import build_generator
+from nice.training.common import EpochCallback, TrainResult, autocast
+
+log = logging.getLogger(__name__)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def evaluate_masks(classifier: nn.Module, generator: nn.Module, cfg: NiceConfig, loader: DataLoader,
+                   device: torch.device, tau: float | None = None) -> dict[str, float]:
+    """Binarised-mask metrics: density (fraction of pixels kept), accuracy on mixed images
+    against labels, and agreement with the classifier's prediction on the originals."""
+    gates = HardConcrete(cfg.gates)
+    mixer = make_mixer(cfg.mixing, cfg.gates.block)
+    tau = cfg.guard.tau if tau is None else tau
+    classifier.eval()
+    generator.eval()
+    n = kept = correct_src = correct_mix = agree = 0
+    pixels = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        z = gates.binarize(generator(x), tau, cfg.guard.dilate)
+        zp = upsample_gates(z, cfg.gates.block, (x.shape[-2], x.shape[-1]))
+        pred_src = classifier(x).argmax(1)
+        pred_mix = classifier(mixer(x, z)).argmax(1)
+        n += len(y)
+        kept += zp.sum().item()
+        pixels += zp.numel()
+        correct_src += (pred_src == y).sum().item()
+        correct_mix += (pred_mix == y).sum().item()
+        agree += (pred_mix == pred_src).sum().item()
+    return {
+        "density": kept / pixels,
+        "accuracy_source": correct_src / n,
+        "accuracy_mixed": correct_mix / n,
+        "agreement": agree / n,
+        "tau": tau,
+    }
+
+
+def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset, val: Dataset,
+                         on_epoch: EpochCallback | None = None, progress: bool = True) -> TrainResult:
+    mc = cfg.train_generator
+    seed_everything(mc.seed)
+    device = pick_device(mc.device)
+    classifier = freeze(classifier.to(device))
+    generator = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels).to(device)
+    gates = HardConcrete(cfg.gates)
+    mixer = make_mixer(cfg.mixing, cfg.gates.block)
+    objective = NiceLoss(gates)
+    train_loader = make_loader(train, mc.batch_size, shuffle=True, seed=mc.seed)
+    val_loader = make_loader(val, 512, shuffle=False)
+    opt = torch.optim.Adam(generator.parameters(), lr=mc.lr)
+    steps = mc.epochs * len(train_loader)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    warmup = max(1, int(mc.lam_warmup_epochs * len(train_loader)))
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(mc.epochs):
+        generator.train()
+        sums = {"loss": 0.0, "task": 0.0, "l0": 0.0, "tv": 0.0}
+        seen = 0
+        bar = tqdm(train_loader, desc=f"mask generator epoch {epoch + 1}/{mc.epochs}",
+                   disable=not progress, unit="batch", leave=False)
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.no_grad():
+                target = classifier(x).argmax(1) if mc.target == "prediction" else y
+            lam = mc.lam * min(1.0, (step + 1) / warmup)
+            with autocast(device, mc.amp):
+                log_alpha = generator(x)
+                z = gates.sample(log_alpha.float())
+                if mc.straight_through > 0 and torch.rand(()) < mc.straight_through:
+                    hard = gates.binarize(log_alpha.detach().float(), cfg.guard.tau, cfg.guard.dilate)
+                    z = z + (hard - z).detach()
+                logits = classifier(mixer(x, z))
+            parts = objective(logits, target, log_alpha, lam, mc.mu)
+            opt.zero_grad(set_to_none=True)
+            parts.total.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            b = len(y)
+            seen += b
+            for key, val_ in (("loss", parts.total), ("task", parts.task), ("l0", parts.l0), ("tv", parts.tv)):
+                sums[key] += val_.item() * b
+            bar.set_postfix(task=f"{sums['task'] / seen:.3f}", l0=f"{sums['l0'] / seen:.3f}")
+        metrics = {f"train_{k}": v / seen for k, v in sums.items()}
+        metrics.update({f"val_{k}": v for k, v in evaluate_masks(classifier, generator, cfg, val_loader, device).items()})
+        history.append(metrics)
+        log.info("mask generator epoch %d: %s", epoch + 1, metrics)
+        if on_epoch:
+            on_epoch(epoch, metrics)
+    generator.eval().cpu()
+    classifier.cpu()
+    return TrainResult(model=generator, history=history, final=dict(history[-1]))

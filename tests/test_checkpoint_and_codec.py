@@ -1,0 +1,68 @@
+import io
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from nice.checkpoint import CheckpointError, load_classifier, read_checkpoint, save_checkpoint
+from nice.codec import decode, encode, output_format
+from nice.config import CodecConfig, NiceConfig
+from nice.models import build_classifier
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/nice-pwned",))
+
+
+def test_checkpoint_roundtrip_with_config(tmp_path):
+    cfg = NiceConfig()
+    cfg.train_generator.lam = 0.37
+    model = build_classifier(cfg.classifier)
+    path = save_checkpoint(tmp_path / "c.pt", "classifier", model, cfg, {"acc": 0.5})
+    loaded, cfg2, meta = load_classifier(path)
+    assert cfg2.train_generator.lam == 0.37 and meta == {"acc": 0.5}
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded(x), model.eval()(x))
+    with pytest.raises(CheckpointError, match="expected 'mask_generator'"):
+        read_checkpoint(path, "mask_generator")
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "nice-checkpoint/1", "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_classifier(path)
+    assert not os.path.exists("/tmp/nice-pwned")
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp", "avif"])
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_encode_gives_exact_bytes_that_decode(fmt, mode, tmp_path):
+    img = Image.linear_gradient("L").resize((64, 48))
+    if mode == "RGB":
+        img = Image.merge("RGB", [img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), img])
+    data = encode(img, fmt, CodecConfig(quality=80))
+    (tmp_path / f"x.{fmt}").write_bytes(data)
+    assert os.path.getsize(tmp_path / f"x.{fmt}") == len(data)
+    back = decode(data)
+    assert back.size == (64, 48)
+
+
+def test_encode_strips_metadata():
+    img = Image.new("RGB", (16, 16), "red")
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x010E] = "secret description" * 50
+    img.save(buf, "JPEG", exif=exif.tobytes())
+    data = encode(Image.open(buf).convert("RGB"), "jpeg", CodecConfig())
+    assert b"secret description" not in data
+
+
+def test_output_format_follows_source():
+    cfg = CodecConfig()
+    assert output_format(cfg, "JPEG") == "jpeg" and output_format(cfg, "GIF") == "png"
+    assert output_format(CodecConfig(format="webp"), "PNG") == "webp"
+    with pytest.raises(ValueError):
+        output_format(CodecConfig(format="bmp"), "PNG")

@@ -1,0 +1,67 @@
+import math
+
+import pytest
+import torch
+
+from nice.config import GateConfig
+from nice.gates import HardConcrete, grid_shape, upsample_gates
+
+
+def test_training_samples_lie_in_unit_interval_with_exact_zeros_and_ones():
+    hc = HardConcrete()
+    torch.manual_seed(0)
+    z = hc.sample(torch.zeros(100_000))
+    assert z.min() >= 0 and z.max() <= 1
+    assert (z == 0).float().mean() > 0.05, "stretching beyond [0,1] must produce exact zeros"
+    assert (z == 1).float().mean() > 0.05, "and exact ones"
+    assert ((z > 0) & (z < 1)).any()
+
+
+@pytest.mark.parametrize("log_alpha", [-4.0, -1.5, 0.0, 0.7, 2.0, 5.0])
+def test_expected_l0_matches_monte_carlo(log_alpha):
+    hc = HardConcrete()
+    torch.manual_seed(1)
+    la = torch.full((400_000,), log_alpha)
+    mc = (hc.sample(la) > 0).float().mean().item()
+    closed = hc.expected_l0(torch.tensor(log_alpha)).item()
+    assert abs(mc - closed) < 0.01
+
+
+def test_expected_l0_formula_constants():
+    hc = HardConcrete(GateConfig(beta=0.66, gamma=-0.1, zeta=1.1))
+    la = torch.tensor(0.3)
+    want = 1 / (1 + math.exp(-(0.3 - 0.66 * math.log(0.1 / 1.1))))
+    assert hc.expected_l0(la).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_eval_gates_are_deterministic_and_clamped():
+    hc = HardConcrete()
+    la = torch.linspace(-10, 10, 101)
+    z1, z2 = hc(la, training=False), hc(la, training=False)
+    assert torch.equal(z1, z2)
+    want = (torch.sigmoid(la) * 1.2 - 0.1).clamp(0, 1)
+    assert torch.allclose(z1, want)
+    assert z1[0] == 0 and z1[-1] == 1
+
+
+def test_binarize_threshold_and_dilation():
+    hc = HardConcrete()
+    la = torch.full((1, 1, 5, 5), -10.0)
+    la[0, 0, 2, 2] = 10.0
+    assert hc.binarize(la).sum() == 1
+    dilated = hc.binarize(la, dilate=True)
+    assert dilated.sum() == 9 and dilated[0, 0, 1:4, 1:4].eq(1).all()
+
+
+def test_log_alpha_for_keep_inverts_expected_l0():
+    hc = HardConcrete()
+    for p in (0.1, 0.5, 0.9):
+        assert hc.expected_l0(torch.tensor(hc.log_alpha_for_keep(p))).item() == pytest.approx(p, abs=1e-6)
+
+
+def test_grid_and_upsampling_cover_partial_blocks():
+    assert grid_shape(28, 28, 8) == (4, 4)
+    z = torch.arange(16.0).view(1, 1, 4, 4)
+    up = upsample_gates(z, 8, (28, 30))
+    assert up.shape == (1, 1, 28, 30)
+    assert up[0, 0, 27, 29] == z[0, 0, 3, 3] and up[0, 0, 7, 8] == z[0, 0, 0, 1]

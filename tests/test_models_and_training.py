@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from nice.config import ClassifierConfig, GateConfig, GeneratorConfig, NiceConfig
+from nice.gates import HardConcrete
+from nice.losses import NiceLoss, total_variation
+from nice.mixing import make_mixer
+from nice.models import build_classifier, build_generator
+from nice.training.mask_generator import evaluate_masks, freeze, train_mask_generator
+from nice.data.arrays import make_loader
+
+
+@pytest.mark.parametrize("arch", ["conv", "reference"])
+@pytest.mark.parametrize("block", [1, 8, 16])
+@pytest.mark.parametrize("size", [(28, 28), (64, 64), (37, 101)])
+def test_generators_work_at_any_size(arch, block, size):
+    gen = build_generator(GeneratorConfig(arch=arch), GateConfig(block=block), in_channels=3)
+    out = gen(torch.rand(2, 3, *size))
+    assert out.shape == (2, 1, -(-size[0] // block), -(-size[1] // block))
+
+
+def test_generator_starts_at_init_keep():
+    gates = GateConfig()
+    gen = build_generator(GeneratorConfig(init_keep=0.5), gates, 1)
+    p = HardConcrete(gates).expected_l0(gen(torch.rand(4, 1, 28, 28)))
+    assert p.mean().item() == pytest.approx(0.5, abs=0.05)
+
+
+def test_classifiers_shapes():
+    assert build_classifier(ClassifierConfig())(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    resnet = build_classifier(ClassifierConfig(arch="resnet", in_channels=3, num_classes=7))
+    assert resnet(torch.rand(2, 3, 64, 64)).shape == (2, 7)
+    assert resnet(torch.rand(2, 3, 50, 90)).shape == (2, 7)
+    with pytest.raises(ValueError):
+        build_classifier(ClassifierConfig(arch="vgg"))
+
+
+def test_gradients_reach_generator_never_frozen_classifier():
+    torch.manual_seed(0)
+    cfg = NiceConfig()
+    clf = freeze(build_classifier(cfg.classifier))
+    before = [p.clone() for p in clf.parameters()]
+    gen = build_generator(cfg.generator, cfg.gates, 1)
+    gates, mixer, loss = HardConcrete(cfg.gates), make_mixer(cfg.mixing, 1), NiceLoss(HardConcrete(cfg.gates))
+    opt = torch.optim.SGD(list(gen.parameters()) + list(clf.parameters()), lr=0.1)
+    x = torch.rand(8, 1, 28, 28)
+    target = clf(x).argmax(1)
+    la = gen(x)
+    parts = loss(clf(mixer(x, gates.sample(la))), target, la, lam=1.0, mu=0.1)
+    parts.total.backward()
+    assert all(p.grad is None for p in clf.parameters())
+    grads = [p.grad for p in gen.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, clf.parameters()))
+
+
+def test_total_variation():
+    assert total_variation(torch.ones(1, 1, 4, 4)).item() == 0
+    p = torch.zeros(1, 1, 2, 2)
+    p[..., 0, 0] = 1
+    assert total_variation(p).item() == pytest.approx(1.0)
+
+
+def test_mask_training_sparsifies_and_keeps_predictions(small_model, mnist_small):
+    """On real MNIST, two short epochs already give sparse masks that keep the decision."""
+    from nice.bundle import NiceModel
+
+    model = NiceModel.load(small_model)
+    _, test, _, _ = mnist_small
+    m = evaluate_masks(model.classifier, model.generator, model.config, make_loader(test, 256, False),
+                       torch.device("cpu"))
+    assert m["density"] < 0.35
+    assert m["agreement"] > 0.9
+    assert m["accuracy_source"] > 0.95
+
+
+def test_label_target_trains(mnist_small):
+    train, test, _, _ = mnist_small
+    cfg = NiceConfig()
+    cfg.train_generator.epochs = 1
+    cfg.train_generator.target = "label"
+    small = torch.utils.data.Subset(train, range(512))
+    res = train_mask_generator(cfg, build_classifier(cfg.classifier), small,
+                               torch.utils.data.Subset(test, range(256)), progress=False)
+    assert len(res.history) == 1 and 0 <= res.final["val_density"] <= 1
