@@ -47,3 +47,22 @@ class NiceModel:
             names = json.loads((path / CONFIG_FILE).read_text()).get("class_names")
         return cls(classifier=classifier, generator=generator, config=cfg,
                    uri=str(path.resolve()), class_names=names)
+
+
+def resolve_model(uri: str | Path) -> NiceModel:
+    """A local model directory, or an MLflow `models:/...` / `runs:/...` URI downloaded first."""
+    text = str(uri)
+    if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+        try:
+            import mlflow.artifacts
+        except ImportError as exc:  # pragma: no cover - mlflow is part of the pipeline install
+            raise ValueError(f"{text}: MLflow URIs need the mlflow package") from exc
+        local = mlflow.artifacts.download_artifacts(artifact_uri=text)
+        candidates = [Path(local)] + [p.parent for p in Path(local).rglob(GENERATOR_FILE)]
+        for c in candidates:
+            if (c / GENERATOR_FILE).is_file():
+                model = NiceModel.load(c)
+                model.uri = text
+                return model
+        raise FileNotFoundError(f"{text} holds no NICE model directory")
+    return NiceModel.load(text)

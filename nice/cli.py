@@ -111,13 +111,37 @@ def cmd_compress_folder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    from nice.bundle import resolve_model
+    from nice.compress.archive import ArchiveOptions, ArchiveRun, dry_run
+    from nice.device import configure_threads
+    from nice.storage import open_store
+
+    configure_threads(args.threads)
+    model = resolve_model(args.model)
+    cfg = _config(args, base=model.config)
+    src = open_store(args.src, args.endpoint_url)
+    if args.dry_run:
+        print(json.dumps(dry_run(src, model, cfg, sample=args.sample), indent=2))
+        return 0
+    dst = open_store(args.dst, args.endpoint_url)
+    if dst.uri.rstrip("/") == src.uri.rstrip("/"):
+        print("error: DST must differ from SRC (sources are never modified)", file=sys.stderr)
+        return 2
+    opts = ArchiveOptions(shard_size=args.shard_size, batch_size=args.batch_size, workers=args.workers,
+                          since_last=args.since_last, savings=str(args.savings) if args.savings else None)
+    summary = ArchiveRun(src, dst, model, cfg, opts).run()
+    print(json.dumps(summary.to_dict(), indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from nice.demo import format_summary, run_demo
     from nice.paths import nice_home
 
     cfg = _config(args)
     workdir = Path(args.workdir) if args.workdir else nice_home() / "demo" / cfg.hash()
-    res = run_demo(workdir, cfg, limit_test=args.limit, reuse=not args.retrain)
+    res = run_demo(workdir, cfg, limit_test=args.limit, limit_train=args.limit_train, reuse=not args.retrain)
     print(format_summary(res))
     return 0
 
@@ -156,9 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p, codec=True)
     p.set_defaults(func=cmd_compress_folder)
 
+    p = sub.add_parser("compress", help="compress an archive (s3://bucket/prefix/ or folder) into another")
+    p.add_argument("src")
+    p.add_argument("dst", nargs="?", default="")
+    p.add_argument("--model", required=True, help="model directory, or an MLflow models:/ or runs:/ URI")
+    p.add_argument("--savings", type=Path, help="also write the merged savings Parquet here")
+    p.add_argument("--since-last", action="store_true", help="rows only for objects new or changed since the last run")
+    p.add_argument("--dry-run", action="store_true", help="estimate savings on a sample, write nothing")
+    p.add_argument("--sample", type=int, default=200, help="objects sampled by --dry-run")
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=8, help="concurrent downloads/uploads")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    _add_config(p, codec=True)
+    p.set_defaults(func=cmd_compress)
+
     p = sub.add_parser("demo", help="train on MNIST and compress the MNIST test split")
     p.add_argument("--workdir", help="default: $NICE_HOME/demo/<config hash>")
     p.add_argument("--limit", type=int, help="compress only the first N test images")
+    p.add_argument("--limit-train", dest="limit_train", type=int, help="train on the first N training images")
     p.add_argument("--retrain", action="store_true", help="ignore models from an earlier demo run")
     p.add_argument("--epochs-classifier", dest="epochs_classifier", type=int)
     _add_config(p, train=True, codec=True)
@@ -170,7 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    if getattr(args, "command", "") == "compress" and not args.dry_run and not args.dst:
+        print("error: DST is required unless --dry-run", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        # The run itself could not proceed (missing model, bad config, bad URI): say why, exit 2.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -73,13 +73,15 @@ class MaskTrainConfig:
     epochs: int = 4
     batch_size: int = 128
     lr: float = 2e-3
-    lam: float = 1.0  # lambda: weight of mean E[L0]
+    lam: float = 0.5  # lambda: weight of mean E[L0]
     mu: float = 0.0  # smoothness (TV of gate probabilities)
+    eta: float = 1.0  # barrier on log_alpha past saturation (keeps gates trainable)
     lam_warmup_epochs: float = 0.0  # >0 ramps lambda up linearly; a ramp from 0 lets the task loss saturate every gate open
     target: str = "prediction"  # prediction (explain the model) | label
+    task_loss: str = "kl"  # ce (to the target class) | kl (to the classifier's full softmax on x)
     # Fraction of steps whose forward pass uses the binarised eval mask (straight-through
     # gradient of the stochastic sample): trains for the mask that compression will store.
-    straight_through: float = 0.0
+    straight_through: float = 0.5
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -87,6 +89,10 @@ class MaskTrainConfig:
     def __post_init__(self) -> None:
         if self.target not in TARGET_MODES:
             raise ValueError(f"target must be one of {TARGET_MODES}, got {self.target!r}")
+        if self.task_loss not in ("ce", "kl"):
+            raise ValueError(f"task_loss must be ce or kl, got {self.task_loss!r}")
+        if self.task_loss == "kl" and self.target == "label":
+            raise ValueError("task_loss=kl distils the classifier's own output; it needs target=prediction")
 
 
 @dataclass

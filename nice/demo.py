@@ -30,12 +30,13 @@ class DemoResult:
 
 
 def run_demo(workdir: str | Path, cfg: NiceConfig | None = None, dataset: str = "mnist",
-             limit_test: int | None = None, reuse: bool = True, progress: bool = True) -> DemoResult:
+             limit_test: int | None = None, limit_train: int | None = None, reuse: bool = True,
+             progress: bool = True) -> DemoResult:
     cfg = cfg or NiceConfig()
     configure_threads()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    train_ds, _ = load_builtin(dataset, "train")
+    train_ds, _ = load_builtin(dataset, "train", limit=limit_train)
     test_ds, test_split = load_builtin(dataset, "test", limit=limit_test)
 
     clf_path = workdir / "classifier.pt"

@@ -49,6 +49,11 @@ class HardConcrete:
             z = F.max_pool2d(z, kernel_size=3, stride=1, padding=1)
         return z
 
+    def log_alpha_for_eval_gate(self, z: float) -> float:
+        """The log_alpha whose deterministic gate equals `z` (in (0, 1])."""
+        s = (z - self.gamma) / (self.zeta - self.gamma)
+        return math.log(s / (1 - s))
+
     def log_alpha_for_keep(self, p_keep: float) -> float:
         """The log_alpha whose expected L0 equals `p_keep` (used to initialise generators)."""
         p = min(max(p_keep, 1e-4), 1 - 1e-4)

@@ -20,25 +20,37 @@ def total_variation(p: torch.Tensor) -> torch.Tensor:
     return tv
 
 
+def kl_to_source(logits: torch.Tensor, source_probs: torch.Tensor) -> torch.Tensor:
+    """KL(p_source || p_mixed): keeps the classifier's whole output, not only its top-1."""
+    return F.kl_div(F.log_softmax(logits, dim=1), source_probs, reduction="batchmean")
+
+
 @dataclass
 class LossParts:
     total: torch.Tensor
     task: torch.Tensor
     l0: torch.Tensor
     tv: torch.Tensor
+    saturation: torch.Tensor
 
 
 class NiceLoss:
     """Composable objective; swap `task_fn` (e.g. KL to the source logits) without touching training."""
 
-    def __init__(self, gates: HardConcrete, task_fn=F.cross_entropy) -> None:
+    def __init__(self, gates: HardConcrete, task_fn=F.cross_entropy, saturation_margin: float = 1.0) -> None:
         self.gates = gates
         self.task_fn = task_fn
+        # Past this log_alpha an open gate is clamped to 1 in (almost) every sample, so neither
+        # the task nor the L0 term can move it any more: the saturated regime of DESIGN.md §8.
+        self.log_alpha_max = gates.log_alpha_for_eval_gate(1.0) + saturation_margin
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, log_alpha: torch.Tensor,
-                 lam: float, mu: float) -> LossParts:
+                 lam: float, mu: float, eta: float = 0.0) -> LossParts:
         task = self.task_fn(logits.float(), target)
-        p_open = self.gates.expected_l0(log_alpha.float())
+        la = log_alpha.float()
+        p_open = self.gates.expected_l0(la)
         l0 = p_open.mean()
-        tv = total_variation(p_open) if mu > 0 else p_open.new_zeros(())
-        return LossParts(total=task + lam * l0 + mu * tv, task=task, l0=l0, tv=tv)
+        zero = p_open.new_zeros(())
+        tv = total_variation(p_open) if mu > 0 else zero
+        sat = F.relu(la - self.log_alpha_max).pow(2).mean() if eta > 0 else zero
+        return LossParts(total=task + lam * l0 + mu * tv + eta * sat, task=task, l0=l0, tv=tv, saturation=sat)

@@ -50,6 +50,9 @@ def train_classifier(cfg: NiceConfig, train: Dataset, test: Dataset,
         metrics = {"train_loss": total / seen, "test_accuracy": (preds == labels).float().mean().item()}
         history.append(metrics)
         log.info("classifier epoch %d: %s", epoch + 1, metrics)
+        if progress:
+            tqdm.write(f"classifier epoch {epoch + 1}/{tc.epochs}: loss {metrics['train_loss']:.4f}, "
+                       f"test accuracy {metrics['test_accuracy'] * 100:.2f}%")
         if on_epoch:
             on_epoch(epoch, metrics)
     model.eval().cpu()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -13,7 +14,7 @@ from nice.config import NiceConfig
 from nice.data.arrays import make_loader
 from nice.device import pick_device, seed_everything
 from nice.gates import HardConcrete, upsample_gates
-from nice.losses import NiceLoss
+from nice.losses import NiceLoss, kl_to_source
 from nice.mixing import make_mixer
 from nice.models import build_generator
 from nice.training.common import EpochCallback, TrainResult, autocast
@@ -70,7 +71,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     generator = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels).to(device)
     gates = HardConcrete(cfg.gates)
     mixer = make_mixer(cfg.mixing, cfg.gates.block)
-    objective = NiceLoss(gates)
+    objective = NiceLoss(gates, task_fn=kl_to_source if mc.task_loss == "kl" else F.cross_entropy)
     train_loader = make_loader(train, mc.batch_size, shuffle=True, seed=mc.seed)
     val_loader = make_loader(val, 512, shuffle=False)
     opt = torch.optim.Adam(generator.parameters(), lr=mc.lr)
@@ -88,7 +89,12 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.no_grad():
-                target = classifier(x).argmax(1) if mc.target == "prediction" else y
+                if mc.target == "label":
+                    target = y
+                elif mc.task_loss == "kl":
+                    target = torch.softmax(classifier(x).float(), dim=1)
+                else:
+                    target = classifier(x).argmax(1)
             lam = mc.lam * min(1.0, (step + 1) / warmup)
             with autocast(device, mc.amp):
                 log_alpha = generator(x)
@@ -97,7 +103,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
                     hard = gates.binarize(log_alpha.detach().float(), cfg.guard.tau, cfg.guard.dilate)
                     z = z + (hard - z).detach()
                 logits = classifier(mixer(x, z))
-            parts = objective(logits, target, log_alpha, lam, mc.mu)
+            parts = objective(logits, target, log_alpha, lam, mc.mu, mc.eta)
             opt.zero_grad(set_to_none=True)
             parts.total.backward()
             opt.step()
@@ -112,6 +118,10 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
         metrics.update({f"val_{k}": v for k, v in evaluate_masks(classifier, generator, cfg, val_loader, device).items()})
         history.append(metrics)
         log.info("mask generator epoch %d: %s", epoch + 1, metrics)
+        if progress:
+            tqdm.write(f"mask generator epoch {epoch + 1}/{mc.epochs}: task {metrics['train_task']:.4f}, "
+                       f"E[L0] {metrics['train_l0']:.3f}, val density {metrics['val_density'] * 100:.2f}%, "
+                       f"val accuracy on mixed {metrics['val_accuracy_mixed'] * 100:.2f}%")
         if on_epoch:
             on_epoch(epoch, metrics)
     generator.eval().cpu()

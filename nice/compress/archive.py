@@ -1,0 +1,346 @@
+"""Bulk compression of an archive (local folder or S3 prefix) into another store.
+
+Layout at DST (all under `_nice/`, never mixed with outputs):
+  runs/<run_id>/manifest.json        run state: running | succeeded, source, config hash
+  runs/<run_id>/parts/<shard>-<n>.parquet   rows committed batch by batch
+  runs/<run_id>/shards/<shard>.parquet      one file per shard when it completes
+  runs/<run_id>/savings.parquet, summary.json   merged table and summary of the run
+  index.parquet                      latest row per source key over all successful runs
+
+Exactly-once: an object's output is uploaded *before* its row is committed in a part file.
+A killed run leaves at most outputs without rows; the rerun resumes the same run (same id),
+skips every key that has a committed row, and re-processes the rest, overwriting those
+outputs with identical bytes. Idempotent: an object whose (key, ETag, config hash) matches
+the index is not processed again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from nice.bundle import NiceModel
+from nice.codec import EXTENSIONS, KNOWN_EXTENSIONS
+from nice.compress.engine import Compressor, ItemResult, SourceItem
+from nice.compress.folder import RunSummary, summarise
+from nice.compress.savings import SCHEMA, empty_row, to_table, write_parquet
+from nice.config import NiceConfig
+from nice.storage import ObjectInfo, Store, StoreError
+
+log = logging.getLogger(__name__)
+META = "_nice"
+RETRYABLE = {"failed"}  # statuses whose objects are tried again by the next run
+
+
+@dataclass
+class ArchiveOptions:
+    shard_size: int = 1000
+    batch_size: int = 64
+    workers: int = 8  # concurrent downloads / uploads
+    since_last: bool = False  # rows only for new or changed objects
+    savings: str | None = None  # also write the merged table to this local path
+    device: str = "cpu"
+    progress: bool = True
+    label_from_dir: bool = True  # `class_name/file` keys give labels when the model knows the class
+    run_id: str | None = None
+
+
+@dataclass
+class Shard:
+    index: int
+    objects: list[ObjectInfo] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:05d}"
+
+
+def output_key(key: str, format_out: str | None) -> str:
+    p = PurePosixPath(key)
+    if format_out is None or p.suffix.lower() in KNOWN_EXTENSIONS[format_out]:
+        return key
+    return str(p.with_suffix(EXTENSIONS[format_out]))
+
+
+def _read_table(store: Store, key: str) -> pa.Table | None:
+    try:
+        return pq.read_table(io.BytesIO(store.get(key)))
+    except (FileNotFoundError, StoreError):
+        return None
+    except Exception as exc:  # botocore NoSuchKey and friends
+        if "NoSuchKey" in type(exc).__name__ or "404" in str(exc) or "NoSuchKey" in str(exc):
+            return None
+        raise
+
+
+def _put_table(store: Store, key: str, rows: list[dict[str, Any]]) -> None:
+    buf = io.BytesIO()
+    pq.write_table(to_table(rows), buf)
+    store.put(key, buf.getvalue())
+
+
+def _put_json(store: Store, key: str, obj: Any) -> None:
+    store.put(key, json.dumps(obj, indent=2, default=str).encode())
+
+
+def _get_json(store: Store, key: str) -> Any | None:
+    try:
+        return json.loads(store.get(key))
+    except Exception:
+        return None
+
+
+def list_sources(src: Store) -> list[ObjectInfo]:
+    """Every object under SRC (paginated on S3), sorted by key, metadata folders excluded."""
+    return sorted((o for o in src.list() if not o.key.startswith(META + "/")), key=lambda o: o.key)
+
+
+def make_shards(objects: list[ObjectInfo], shard_size: int) -> list[Shard]:
+    return [Shard(i // shard_size, objects[i:i + shard_size]) for i in range(0, len(objects), shard_size)]
+
+
+class ArchiveRun:
+    """One run over SRC -> DST; `run()` does everything, `process_shard` is the fan-out unit."""
+
+    def __init__(self, src: Store, dst: Store, model: NiceModel, cfg: NiceConfig | None = None,
+                 opts: ArchiveOptions | None = None) -> None:
+        self.src, self.dst, self.model = src, dst, model
+        self.cfg = cfg or model.config
+        self.opts = opts or ArchiveOptions()
+        self.config_hash = self.cfg.hash()
+        self.run_id = self.opts.run_id or self._resumable_run() or (
+            datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6])
+        self.prefix = f"{META}/runs/{self.run_id}"
+        self.compressor = Compressor(model, self.cfg, run_id=self.run_id, device=self.opts.device,
+                                     batch_size=self.opts.batch_size)
+        self.index = self._load_index()
+
+    # -- state ----------------------------------------------------------------------
+    def _resumable_run(self) -> str | None:
+        """The newest run for the same source and config that never finished."""
+        latest = _get_json(self.dst, f"{META}/latest-run.json")
+        if not latest:
+            return None
+        manifest = _get_json(self.dst, f"{META}/runs/{latest['run_id']}/manifest.json") or {}
+        if (manifest.get("status") == "running" and manifest.get("source") == self.src.uri
+                and manifest.get("config_hash") == self.config_hash):
+            log.info("resuming interrupted run %s", latest["run_id"])
+            return str(latest["run_id"])
+        return None
+
+    def _load_index(self) -> dict[str, dict[str, Any]]:
+        table = _read_table(self.dst, f"{META}/index.parquet")
+        return {r["source_key"]: r for r in table.to_pylist()} if table is not None else {}
+
+    def _committed(self) -> dict[str, dict[str, Any]]:
+        """Rows already committed by this run (when resuming)."""
+        rows: dict[str, dict[str, Any]] = {}
+        for info in self.dst.list(f"{self.prefix}/parts/"):
+            table = _read_table(self.dst, info.key)
+            if table is not None:
+                for r in table.to_pylist():
+                    rows[r["source_key"]] = r
+        return rows
+
+    def _is_unchanged(self, obj: ObjectInfo) -> dict[str, Any] | None:
+        prev = self.index.get(obj.key)
+        if (prev and prev["source_etag"] == obj.etag and prev["config_hash"] == self.config_hash
+                and prev["status"] not in RETRYABLE):
+            return prev
+        return None
+
+    # -- run --------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        t0 = time.perf_counter()
+        objects = list_sources(self.src)
+        manifest = _get_json(self.dst, f"{self.prefix}/manifest.json") or {
+            "run_id": self.run_id, "source": self.src.uri, "destination": self.dst.uri,
+            "config_hash": self.config_hash, "model_uri": self.model.uri,
+            "started_at": datetime.now(timezone.utc).isoformat()}
+        manifest.update(status="running", objects_listed=len(objects))
+        _put_json(self.dst, f"{self.prefix}/manifest.json", manifest)
+        _put_json(self.dst, f"{META}/latest-run.json", {"run_id": self.run_id})
+        done = self._committed()
+        shards = make_shards(objects, self.opts.shard_size)
+        bar = tqdm(total=len(objects), desc="compress", unit="obj", disable=not self.opts.progress,
+                   initial=sum(1 for o in objects if o.key in done))
+        with ThreadPoolExecutor(self.opts.workers) as pool:
+            for shard in shards:
+                self.process_shard(shard, done, pool, bar)
+        bar.close()
+        rows = self.merge(objects)
+        summary = summarise(rows, self.run_id, self.dst.uri_for(f"{self.prefix}/savings.parquet"))
+        summary.extra["wall_s"] = time.perf_counter() - t0
+        summary.extra["processed"] = sum(1 for r in rows if not _carried(r))
+        _put_json(self.dst, f"{self.prefix}/summary.json", summary.to_dict())
+        manifest.update(status="succeeded", finished_at=datetime.now(timezone.utc).isoformat())
+        _put_json(self.dst, f"{self.prefix}/manifest.json", manifest)
+        _put_json(self.dst, f"{META}/last-success.json", {"run_id": self.run_id})
+        return summary
+
+    def process_shard(self, shard: Shard, done: dict[str, dict[str, Any]], pool: ThreadPoolExecutor,
+                      bar: tqdm | None = None) -> None:
+        todo = [o for o in shard.objects if o.key not in done]
+        part = sum(1 for _ in self.dst.list(f"{self.prefix}/parts/{shard.name}-"))
+        carried: list[dict[str, Any]] = []
+        work: list[ObjectInfo] = []
+        for obj in todo:
+            prev = self._is_unchanged(obj)
+            if prev is None:
+                work.append(obj)
+            elif not self.opts.since_last:
+                carried.append(self._carried_row(prev))
+        if carried:
+            _put_table(self.dst, f"{self.prefix}/parts/{shard.name}-{part:05d}.parquet", carried)
+            part += 1
+            for r in carried:
+                done[r["source_key"]] = r
+        if bar is not None:
+            bar.update(len(todo) - len(work))
+        bs = self.opts.batch_size
+        batches = [work[i:i + bs] for i in range(0, len(work), bs)]
+        # Prefetch the next batch's bytes while this one is on the CPU.
+        pending = pool.submit(self._download, batches[0], pool) if batches else None
+        for i, batch in enumerate(batches):
+            items = pending.result() if pending else []
+            pending = pool.submit(self._download, batches[i + 1], pool) if i + 1 < len(batches) else None
+            rows = self._compress_and_upload(items, pool)
+            _put_table(self.dst, f"{self.prefix}/parts/{shard.name}-{part:05d}.parquet", rows)  # commit
+            part += 1
+            for r in rows:
+                done[r["source_key"]] = r
+            if bar is not None:
+                bar.update(len(batch))
+                bar.set_postfix(saved=f"{sum(r['saved_bytes'] or 0 for r in done.values()) / 1e6:.1f}MB")
+        self._write_shard_file(shard, done)
+
+    # -- pieces -----------------------------------------------------------------------
+    def _download(self, batch: list[ObjectInfo], pool: ThreadPoolExecutor) -> list[tuple[ObjectInfo, bytes | Exception]]:
+        def fetch(obj: ObjectInfo) -> tuple[ObjectInfo, bytes | Exception]:
+            try:
+                return obj, self.src.get(obj.key)
+            except Exception as exc:  # noqa: BLE001 - becomes a failed row with the reason
+                return obj, exc
+        # Downloads run on their own short-lived pool so a prefetch never waits on itself.
+        with ThreadPoolExecutor(self.opts.workers) as dl:
+            return list(dl.map(fetch, batch))
+
+    def _label(self, key: str) -> int | None:
+        names = self.model.class_names
+        parts = PurePosixPath(key).parts
+        if self.opts.label_from_dir and names and len(parts) > 1 and parts[-2] in names:
+            return names.index(parts[-2])
+        return None
+
+    def _compress_and_upload(self, fetched: list[tuple[ObjectInfo, bytes | Exception]],
+                             pool: ThreadPoolExecutor) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        items: list[SourceItem] = []
+        for obj, data in fetched:
+            if isinstance(data, Exception):
+                row = empty_row()
+                row.update(run_id=self.run_id, source_uri=self.src.uri_for(obj.key), source_key=obj.key,
+                           source_etag=obj.etag, source_bytes=obj.size, status="failed",
+                           error=f"download failed: {type(data).__name__}: {data}",
+                           model_uri=self.model.uri, config_hash=self.config_hash,
+                           processed_at=datetime.now(timezone.utc), guard_retries=0)
+                rows.append(row)
+                continue
+            items.append(SourceItem(uri=self.src.uri_for(obj.key), key=obj.key, data=data,
+                                    etag=obj.etag, label=self._label(obj.key)))
+        results = self.compressor.compress(items)
+        uploads = [pool.submit(self._upload, res) for res in results]
+        for fut in uploads:
+            rows.append(fut.result())
+        return rows
+
+    def _upload(self, res: ItemResult) -> dict[str, Any]:
+        row = res.row
+        if res.output is None:
+            return row
+        key = output_key(row["source_key"], res.format_out)
+        meta = {"nice-source-etag": row["source_etag"], "nice-config-hash": self.config_hash,
+                "nice-run-id": self.run_id, "nice-status": row["status"],
+                "nice-model-uri": _ascii(self.model.uri)}
+        try:
+            self.dst.put(key, res.output, meta)
+        except Exception as exc:  # noqa: BLE001
+            row.update(status="failed", error=f"upload failed: {type(exc).__name__}: {exc}",
+                       output_uri=None, output_bytes=None, saved_bytes=None, ratio=None)
+            return row
+        row["output_uri"] = self.dst.uri_for(key)
+        if row["output_bytes"] is None:
+            row.update(output_bytes=len(res.output), saved_bytes=row["source_bytes"] - len(res.output),
+                       ratio=len(res.output) / row["source_bytes"])
+        return row
+
+    def _carried_row(self, prev: dict[str, Any]) -> dict[str, Any]:
+        row = dict(prev)
+        row.update(run_id=self.run_id, status="skipped", error=f"unchanged since run {prev['run_id']}",
+                   processed_at=datetime.now(timezone.utc), elapsed_ms=0.0)
+        return {k: row.get(k) for k in SCHEMA.names}
+
+    def _write_shard_file(self, shard: Shard, done: dict[str, dict[str, Any]]) -> None:
+        rows = [done[o.key] for o in shard.objects if o.key in done]
+        _put_table(self.dst, f"{self.prefix}/shards/{shard.name}.parquet", rows)
+
+    def merge(self, objects: list[ObjectInfo]) -> list[dict[str, Any]]:
+        committed = self._committed()
+        order = {o.key: i for i, o in enumerate(objects)}
+        rows = sorted(committed.values(), key=lambda r: order.get(r["source_key"], len(order)))
+        _put_table(self.dst, f"{self.prefix}/savings.parquet", rows)
+        if self.opts.savings:
+            write_parquet(rows, self.opts.savings)
+        index = dict(self.index)
+        for r in rows:
+            if not (r["status"] == "skipped" and (r["error"] or "").startswith("unchanged since")):
+                index[r["source_key"]] = r
+        live = set(order)
+        _put_table(self.dst, f"{META}/index.parquet", [r for k, r in sorted(index.items()) if k in live])
+        return rows
+
+
+def _carried(row: dict[str, Any]) -> bool:
+    return row["status"] == "skipped" and (row["error"] or "").startswith("unchanged since")
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def dry_run(src: Store, model: NiceModel, cfg: NiceConfig | None = None, sample: int = 200,
+            seed: int = 0, batch_size: int = 64) -> dict[str, Any]:
+    """Estimate savings on a random sample without writing anything."""
+    import random
+
+    objects = list_sources(src)
+    picked = random.Random(seed).sample(objects, min(sample, len(objects)))
+    compressor = Compressor(model, cfg or model.config, run_id="dry-run", batch_size=batch_size)
+    t0 = time.perf_counter()
+    rows = [r.row for r in compressor.compress(
+        [SourceItem(uri=src.uri_for(o.key), key=o.key, data=src.get(o.key), etag=o.etag) for o in picked])]
+    elapsed = time.perf_counter() - t0
+    stored = [r for r in rows if r["output_bytes"] is not None or r["status"] == "kept_original"]
+    src_bytes = sum(r["source_bytes"] for r in stored)
+    out_bytes = sum(r["output_bytes"] or r["source_bytes"] for r in stored)
+    ratio = out_bytes / src_bytes if src_bytes else 1.0
+    total = sum(o.size for o in objects)
+    return {"objects": len(objects), "sampled": len(picked), "total_bytes": total,
+            "sample_ratio": ratio, "estimated_output_bytes": int(total * ratio),
+            "estimated_saved_bytes": int(total * (1 - ratio)),
+            "sample_counts": {s: sum(r["status"] == s for r in rows) for s in
+                              ("compressed", "kept_original", "skipped", "failed")},
+            "sample_images_per_s": len(picked) / elapsed if elapsed else None}

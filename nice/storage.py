@@ -1,0 +1,151 @@
+"""Object stores behind one small interface: a local folder (the embedded default) or an
+S3 prefix through boto3 (AWS, MinIO, Ceph, moto), with the standard credential chain and
+`AWS_ENDPOINT_URL` or an explicit endpoint. Keys are always relative to the store's root."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Protocol
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime | None = None
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class Store(Protocol):
+    uri: str
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def get(self, key: str) -> bytes: ...
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def uri_for(self, key: str) -> str: ...
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that would escape the store root (`..`, absolute paths, empty parts)."""
+    parts = PurePosixPath(key).parts
+    if not key or key.startswith("/") or any(p in ("..", ".") for p in parts) or "\\" in key or "\x00" in key:
+        raise StoreError(f"unsafe object key {key!r}")
+    return key
+
+
+class LocalStore:
+    """A folder. ETags are weak (mtime+size, like rsync's quick check) so listing never reads data."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self.root / prefix if prefix else self.root
+        if not base.exists():
+            return
+        for p in sorted(base.rglob("*")):
+            if not p.is_file() or p.is_symlink() or p.name.endswith(".tmp"):
+                continue
+            st = p.stat()
+            yield ObjectInfo(key=p.relative_to(self.root).as_posix(), size=st.st_size,
+                             etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
+                             last_modified=datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        if not path.is_relative_to(self.root):
+            raise StoreError(f"key {key!r} escapes {self.root}")
+        return path
+
+    def get(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # readers never see a partial file
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def uri_for(self, key: str) -> str:
+        return str(self._path(key))
+
+
+class S3Store:
+    """`s3://bucket/prefix/`. Objects appear atomically on S3, so a put is never partial."""
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, client=None) -> None:
+        import boto3
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.uri = f"s3://{bucket}/{self.prefix}"
+        # boto3 resolves credentials (env, profile, IMDS, IRSA) and AWS_ENDPOINT_URL itself.
+        self.client = client or boto3.client("s3", endpoint_url=endpoint_url or None)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                key = obj["Key"][len(self.prefix):]
+                if not key or key.endswith("/"):
+                    continue
+                yield ObjectInfo(key=key, size=int(obj["Size"]), etag=obj["ETag"].strip('"'),
+                                 last_modified=obj.get("LastModified"))
+
+    def get(self, key: str) -> bytes:
+        resp = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        data = resp["Body"].read()
+        if "ContentLength" in resp and len(data) != int(resp["ContentLength"]):
+            raise StoreError(f"{key}: short read ({len(data)} of {resp['ContentLength']} bytes)")
+        etag = resp.get("ETag", "").strip('"')
+        if etag and "-" not in etag and hashlib.md5(data, usedforsecurity=False).hexdigest() != etag:
+            raise StoreError(f"{key}: checksum mismatch (ETag {etag})")
+        return data
+
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.prefix + check_key(key), Body=data,
+                               Metadata=metadata or {})
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def uri_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+
+def open_store(uri: str | Path, endpoint_url: str | None = None) -> Store:
+    """`s3://bucket/prefix/` or a local folder path (optionally `file://`)."""
+    text = str(uri)
+    if text.startswith("s3://"):
+        rest = text[5:]
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise ValueError(f"no bucket in {text!r}")
+        return S3Store(bucket, prefix, endpoint_url)
+    if text.startswith("file://"):
+        text = text[7:]
+    return LocalStore(text)

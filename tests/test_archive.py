@@ -1,0 +1,156 @@
+"""Bulk archive compression against a real S3 endpoint (moto server over HTTP)."""
+
+import io
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import boto3
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from nice.bundle import NiceModel
+from nice.compress.archive import ArchiveOptions, ArchiveRun
+from nice.imageio import decode_image, to_tensor
+from nice.storage import open_store
+
+from conftest import png_bytes
+
+
+def huge_png(width=50_000, height=50_000) -> bytes:
+    """A valid PNG header announcing a giant image (a decompression-bomb shape)."""
+    data = png_bytes(np.zeros((1, 1), np.uint8))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
+
+
+def upload_mnist(bucket, prefix, split, start, n, offset=0):
+    s3 = boto3.client("s3")
+    for i in range(start, start + n):
+        label = int(split.labels[i])
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/{label}/{i:05d}.png",
+                      Body=png_bytes(split.images[(i + offset) % len(split)]))
+
+
+def upload_hostile(bucket, prefix):
+    s3 = boto3.client("s3")
+    good = png_bytes(np.full((28, 28), 200, np.uint8))
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/bad/truncated.png", Body=good[: len(good) // 2])
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/bad/zero.png", Body=b"")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/bad/readme.jpg", Body=b"this is text, not a JPEG")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/bad/huge.png", Body=huge_png())
+    return 4
+
+
+def read_merged(bucket, run_id):
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=f"dst/_nice/runs/{run_id}/savings.parquet")["Body"].read()
+    return pq.read_table(io.BytesIO(body)).to_pylist()
+
+
+def dst_outputs(bucket):
+    s3 = boto3.client("s3")
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="dst/"):
+        keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].startswith("dst/_nice/")]
+    return keys
+
+
+@pytest.fixture(scope="module")
+def mnist_test_split():
+    from nice.data.mnist import load_split
+    return load_split("mnist", "test")
+
+
+def test_archive_on_s3_exactly_once_guarded(bucket, small_model, mnist_test_split, tmp_path):
+    upload_mnist(bucket, "src", mnist_test_split, 0, 1000)
+    n = 1000 + upload_hostile(bucket, "src")
+    model = NiceModel.load(small_model)
+    src, dst = open_store(f"s3://{bucket}/src/"), open_store(f"s3://{bucket}/dst/")
+    before = {o.key: o.etag for o in src.list()}
+    summary = ArchiveRun(src, dst, model, opts=ArchiveOptions(shard_size=300, progress=False,
+                                                              savings=str(tmp_path / "s.parquet"))).run()
+    assert {o.key: o.etag for o in src.list()} == before, "sources are never modified"
+    rows = read_merged(bucket, summary.run_id)
+    assert len(rows) == n and len({r["source_key"] for r in rows}) == n
+    assert len(pq.read_table(tmp_path / "s.parquet")) == n
+    by_key = {r["source_key"]: r for r in rows}
+    assert by_key["bad/truncated.png"]["status"] == "failed"
+    assert by_key["bad/zero.png"]["status"] == "failed"
+    assert by_key["bad/readme.jpg"]["status"] == "failed"
+    assert by_key["bad/huge.png"]["status"] == "skipped" and "exceeds" in by_key["bad/huge.png"]["error"]
+    compressed = [r for r in rows if r["status"] == "compressed"]
+    assert len(compressed) > 500, summary
+    s3 = boto3.client("s3")
+    clf = model.classifier.eval()
+    for r in compressed[:200]:
+        out_key = r["output_uri"].split(f"s3://{bucket}/", 1)[1]
+        out = s3.get_object(Bucket=bucket, Key=out_key)
+        body = out["Body"].read()
+        assert len(body) == r["output_bytes"] < r["source_bytes"]
+        assert out["Metadata"]["nice-source-etag"] == r["source_etag"]
+        src_bytes = s3.get_object(Bucket=bucket, Key="src/" + r["source_key"])["Body"].read()
+        with torch.no_grad():
+            x = torch.stack([to_tensor(decode_image(b).image) for b in (src_bytes, body)])
+            p_src, p_out = clf(x).argmax(1).tolist()
+        assert p_src == p_out == r["pred_source"] == r["pred_output"]
+    # Every object at DST has its row; shard files cover all rows.
+    row_uris = {r["output_uri"] for r in rows if r["output_uri"]}
+    assert {f"s3://{bucket}/{k}" for k in dst_outputs(bucket)} == row_uris
+    shard_rows = 0
+    for i in range(4):
+        body = s3.get_object(Bucket=bucket, Key=f"dst/_nice/runs/{summary.run_id}/shards/shard-{i:05d}.parquet")["Body"].read()
+        shard_rows += len(pq.read_table(io.BytesIO(body)))
+    assert shard_rows == n
+
+
+def test_rerun_is_idempotent_and_since_last_is_incremental(bucket, small_model, mnist_test_split):
+    upload_mnist(bucket, "src", mnist_test_split, 0, 300)
+    model = NiceModel.load(small_model)
+    src, dst = open_store(f"s3://{bucket}/src/"), open_store(f"s3://{bucket}/dst/")
+    opts = ArchiveOptions(progress=False)
+    first = ArchiveRun(src, dst, model, opts=opts).run()
+    assert first.extra["processed"] == 300
+    second = ArchiveRun(src, dst, model, opts=opts).run()
+    assert second.run_id != first.run_id
+    assert second.counts["skipped"] == 300 and second.extra["processed"] == 0
+    upload_mnist(bucket, "src", mnist_test_split, 300, 50)  # 50 new
+    upload_mnist(bucket, "src", mnist_test_split, 0, 10, offset=5000)  # 10 changed
+    third = ArchiveRun(src, dst, model, opts=ArchiveOptions(progress=False, since_last=True)).run()
+    rows = read_merged(bucket, third.run_id)
+    assert len(rows) == 60 and third.extra["processed"] == 60
+    assert {r["source_key"] for r in rows} == (
+        {f"{int(mnist_test_split.labels[i])}/{i:05d}.png" for i in list(range(300, 350)) + list(range(10))})
+
+
+def test_sigkill_mid_run_then_rerun_is_exactly_once(bucket, small_model, mnist_test_split, s3_endpoint):
+    upload_mnist(bucket, "src", mnist_test_split, 0, 600)
+    cmd = [sys.executable, "-m", "nice", "compress", f"s3://{bucket}/src/", f"s3://{bucket}/dst/",
+           "--model", str(small_model), "--batch-size", "16", "--shard-size", "200", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    s3 = boto3.client("s3")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        parts = s3.list_objects_v2(Bucket=bucket, Prefix="dst/_nice/runs/").get("KeyCount", 0)
+        if parts >= 12:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+    summary = json.loads(done.stdout)
+    rows = read_merged(bucket, summary["run_id"])
+    keys = [r["source_key"] for r in rows]
+    assert len(keys) == 600 and len(set(keys)) == 600
+    row_uris = {r["output_uri"] for r in rows if r["output_uri"]}
+    assert {f"s3://{bucket}/{k}" for k in dst_outputs(bucket)} <= row_uris, "every DST object has its row"

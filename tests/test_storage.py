@@ -1,0 +1,49 @@
+import boto3
+import pytest
+
+from nice.storage import LocalStore, S3Store, StoreError, open_store
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    request.getfixturevalue("s3_endpoint")
+    return open_store(f"s3://{request.getfixturevalue('bucket')}/some/prefix/")
+
+
+def test_put_get_list_exists(store):
+    store.put("a/one.png", b"1111", {"nice-source-etag": "x"})
+    store.put("b/two.jpg", b"22")
+    assert store.get("a/one.png") == b"1111"
+    assert store.exists("b/two.jpg") and not store.exists("b/three.jpg")
+    objs = list(store.list())
+    assert [o.key for o in objs] == ["a/one.png", "b/two.jpg"]
+    assert [o.size for o in objs] == [4, 2] and all(o.etag for o in objs)
+    assert [o.key for o in store.list("b/")] == ["b/two.jpg"]
+    store.put("a/one.png", b"changed")
+    assert {o.key: o.etag for o in store.list()}["a/one.png"] != objs[0].etag
+
+
+@pytest.mark.parametrize("key", ["../escape.png", "/abs.png", "a/../../b.png", ""])
+def test_unsafe_keys_refused(store, key):
+    with pytest.raises(StoreError):
+        store.put(key, b"x")
+
+
+def test_s3_listing_paginates_and_keeps_prefix(bucket):
+    client = boto3.client("s3")
+    for i in range(1105):
+        client.put_object(Bucket=bucket, Key=f"p/{i:05d}.bin", Body=b"x")
+    client.put_object(Bucket=bucket, Key="other/zzz.bin", Body=b"x")
+    store = S3Store(bucket, "p")
+    keys = [o.key for o in store.list()]
+    assert len(keys) == 1105 and keys[0] == "00000.bin"
+    assert store.uri_for("00001.bin") == f"s3://{bucket}/p/00001.bin"
+
+
+def test_s3_metadata_is_stored(bucket):
+    store = open_store(f"s3://{bucket}/out")
+    store.put("k.png", b"abc", {"nice-config-hash": "deadbeef"})
+    head = boto3.client("s3").head_object(Bucket=bucket, Key="out/k.png")
+    assert head["Metadata"]["nice-config-hash"] == "deadbeef"
