@@ -42,6 +42,7 @@ def small_model(mnist_small, tmp_path_factory) -> Path:
     cfg = NiceConfig()
     cfg.train_classifier.epochs = 2
     cfg.train_generator.epochs = 2
+    cfg.train_generator.batch_size = 64  # enough steps for the gates to settle on 6,000 images
     clf = train_classifier(cfg, train, test, progress=False)
     gen = train_mask_generator(cfg, clf.model, train, test, progress=False)
     path = tmp_path_factory.mktemp("model") / "nice-model"

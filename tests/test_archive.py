@@ -145,10 +145,16 @@ def test_sigkill_mid_run_then_rerun_is_exactly_once(bucket, small_model, mnist_t
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    import json
+    latest = json.loads(s3.get_object(Bucket=bucket, Key="dst/_nice/latest-run.json")["Body"].read())
+    manifest_key = f"dst/_nice/runs/{latest['run_id']}/manifest.json"
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+    assert manifest["status"] == "running", "the kill must land mid-run"
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    import json
     summary = json.loads(done.stdout)
+    assert summary["run_id"] == latest["run_id"], "the rerun resumes the interrupted run"
+    assert summary["extra"]["processed"] == 600
     rows = read_merged(bucket, summary["run_id"])
     keys = [r["source_key"] for r in rows]
     assert len(keys) == 600 and len(set(keys)) == 600

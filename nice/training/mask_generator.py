@@ -71,7 +71,8 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     generator = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels).to(device)
     gates = HardConcrete(cfg.gates)
     mixer = make_mixer(cfg.mixing, cfg.gates.block)
-    objective = NiceLoss(gates, task_fn=kl_to_source if mc.task_loss == "kl" else F.cross_entropy)
+    distil = mc.task_loss == "kl" and mc.target == "prediction"
+    objective = NiceLoss(gates, task_fn=kl_to_source if distil else F.cross_entropy)
     train_loader = make_loader(train, mc.batch_size, shuffle=True, seed=mc.seed)
     val_loader = make_loader(val, 512, shuffle=False)
     opt = torch.optim.Adam(generator.parameters(), lr=mc.lr)
@@ -91,7 +92,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
             with torch.no_grad():
                 if mc.target == "label":
                     target = y
-                elif mc.task_loss == "kl":
+                elif distil:
                     target = torch.softmax(classifier(x).float(), dim=1)
                 else:
                     target = classifier(x).argmax(1)
