@@ -47,6 +47,7 @@ class ClassifierConfig:
     in_channels: int = 1
     num_classes: int = 10
     image_size: int = 28  # expected input size for fixed-size archs; 0 = any size
+    width: int = 64  # resnet stage-1 width (stages are w, 2w, 4w, 8w)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class GeneratorConfig:
     arch: str = "conv"  # conv | reference
     width: int = 16
     depth: int = 2  # number of stride-2 stages below the gate grid
+    pre_pool: int = 1  # average-pool the input by this factor first (divides the block; cheap for b >= 4)
     init_keep: float = 0.5  # initial P(gate open): away from the saturated regime
 
 
@@ -183,7 +185,7 @@ def colour_default(image_size: int = 64) -> NiceConfig:
     return NiceConfig(
         gates=GateConfig(block=8),
         mixing=MixingConfig(mode="lowres", pool=8),
-        classifier=ClassifierConfig(arch="resnet", in_channels=3, image_size=0),
-        generator=GeneratorConfig(arch="conv", width=16, depth=2),
+        classifier=ClassifierConfig(arch="resnet", in_channels=3, image_size=0, width=32),
+        generator=GeneratorConfig(arch="conv", width=16, depth=2, pre_pool=2),
         codec=CodecConfig(format="source", quality=85),
     )

@@ -49,10 +49,14 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class ConvGenerator(nn.Module):
     """Encoder down `log2(b) + depth` times, decoder back up `depth` times to the gate grid."""
 
-    def __init__(self, in_channels: int, block: int, width: int, depth: int, init_log_alpha: float) -> None:
+    def __init__(self, in_channels: int, block: int, width: int, depth: int, init_log_alpha: float,
+                 pre_pool: int = 1) -> None:
         super().__init__()
         self.block = block
-        self.down_levels = _check_block(block) + depth
+        if pre_pool < 1 or block % pre_pool or pre_pool & (pre_pool - 1):
+            raise ValueError(f"pre_pool ({pre_pool}) must be a power of two dividing the block ({block})")
+        self.pre_pool = pre_pool
+        self.down_levels = _check_block(block // pre_pool) + depth
         self.depth = depth
         chans = [min(width * 2**i, width * 8) for i in range(self.down_levels + 1)]
         self.stem = _conv(in_channels, chans[0])
@@ -69,10 +73,12 @@ class ConvGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = 2**self.down_levels
+        m = 2**self.down_levels * self.pre_pool
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        if self.pre_pool > 1:
+            x = F.avg_pool2d(x, self.pre_pool)
         feats = [self.stem(x)]
         for stage in self.down:
             feats.append(stage(feats[-1]))
@@ -89,5 +95,5 @@ def build_generator(cfg: GeneratorConfig, gates: GateConfig, in_channels: int) -
     if cfg.arch == "reference":
         return ReferenceGenerator(in_channels, gates.block, init)
     if cfg.arch == "conv":
-        return ConvGenerator(in_channels, gates.block, cfg.width, cfg.depth, init)
+        return ConvGenerator(in_channels, gates.block, cfg.width, cfg.depth, init, cfg.pre_pool)
     raise ValueError(f"unknown generator arch {cfg.arch!r}; expected conv or reference")

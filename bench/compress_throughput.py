@@ -1,0 +1,116 @@
+"""Throughput of the full NICE path against the floor a user compares it with.
+
+Same images, same run, one thread: (a) decode + re-encode with Pillow at the codec settings
+NICE uses, (b) the whole NICE path (decode, classify, mask, mix, encode, guard: decode and
+classify the output, retries). Prints images/s of each and the ratio, then a profile of (b).
+
+    .venv/bin/python bench/compress_throughput.py --sizes 64 224 [--model DIR]
+
+Images are random crops of the real photos bundled with scikit-image, stored as JPEG q90.
+Without --model an untrained colour model is used (architecture = `colour_default()`); its
+guard usually retries every tau level, so that is the slow end of the NICE path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nice.bundle import NiceModel
+from nice.codec import encode, output_format
+from nice.compress.engine import Compressor, SourceItem
+from nice.config import colour_default
+from nice.imageio import decode_image
+from nice.models import build_classifier, build_generator
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+
+
+def photo_crops(size: int, n: int, seed: int = 0, quality: int = 90) -> list[bytes]:
+    import skimage.data
+
+    rng = np.random.default_rng(seed)
+    photos = [getattr(skimage.data, name)() for name in PHOTOS]
+    out = []
+    for i in range(n):
+        img = photos[i % len(photos)]
+        h, w = img.shape[:2]
+        side = int(rng.integers(min(h, w) // 4, min(h, w)))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = Image.fromarray(img[y:y + side, x:x + side]).resize((size, size), Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        crop.save(buf, "JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
+def floor(images: list[bytes], cfg) -> float:
+    t = time.perf_counter()
+    for data in images:
+        img = decode_image(data).image
+        encode(img, output_format(cfg.codec, "JPEG"), cfg.codec)
+    return len(images) / (time.perf_counter() - t)
+
+
+def nice_path(images: list[bytes], model: NiceModel, batch: int, profile: bool = False):
+    comp = Compressor(model, batch_size=batch)
+    items = [SourceItem(uri=f"img{i}.jpg", key=f"img{i}.jpg", data=d) for i, d in enumerate(images)]
+    prof = cProfile.Profile() if profile else None
+    t = time.perf_counter()
+    if prof:
+        prof.enable()
+    rows = []
+    for s in range(0, len(items), batch):
+        rows += [r.row for r in comp.compress(items[s:s + batch])]
+    if prof:
+        prof.disable()
+    return len(images) / (time.perf_counter() - t), rows, prof
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 224])
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", help="a trained colour model directory (default: untrained colour_default)")
+    ap.add_argument("--profile-top", type=int, default=12)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.model:
+        model = NiceModel.load(args.model)
+    else:
+        cfg = colour_default()
+        torch.manual_seed(0)
+        model = NiceModel(build_classifier(cfg.classifier).eval(),
+                          build_generator(cfg.generator, cfg.gates, 3).eval(), cfg, uri="untrained")
+    print(f"threads={args.threads} batch={args.batch} images={args.n} model={model.uri}")
+    print(f"{'size':>5} {'floor img/s':>12} {'NICE img/s':>11} {'ratio':>6} {'compressed':>10} {'bytes ratio':>11}")
+    profiles = {}
+    for size in args.sizes:
+        images = photo_crops(size, args.n)
+        floor(images[:32], model.config)  # warm-up
+        nice_path(images[:32], model, args.batch)
+        f = floor(images, model.config)
+        n, rows, _ = nice_path(images, model, args.batch)
+        _, _, prof = nice_path(images, model, args.batch, profile=True)
+        profiles[size] = prof
+        comp = sum(r["status"] == "compressed" for r in rows)
+        src = sum(r["source_bytes"] for r in rows)
+        out = sum(r["output_bytes"] or r["source_bytes"] for r in rows)
+        print(f"{size:>5} {f:>12.0f} {n:>11.0f} {n / f:>6.3f} {comp:>10} {out / src:>11.3f}")
+    for size, prof in profiles.items():
+        print(f"\nprofile of the NICE path at {size} px (cumulative seconds, top {args.profile_top}):")
+        stats = pstats.Stats(prof)
+        stats.sort_stats("tottime").print_stats(args.profile_top)
+
+
+if __name__ == "__main__":
+    main()
