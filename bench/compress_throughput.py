@@ -82,16 +82,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--model", help="a trained colour model directory (default: untrained colour_default)")
     ap.add_argument("--profile-top", type=int, default=12)
+    ap.add_argument("--width", type=int, help="override the untrained classifier's ResNet width")
+    ap.add_argument("--pre-pool", type=int, help="override the untrained generator's input pooling")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.model:
         model = NiceModel.load(args.model)
     else:
         cfg = colour_default()
+        if args.width:
+            cfg.classifier.width = args.width
+        if args.pre_pool:
+            cfg.generator.pre_pool = args.pre_pool
         torch.manual_seed(0)
         model = NiceModel(build_classifier(cfg.classifier).eval(),
                           build_generator(cfg.generator, cfg.gates, 3).eval(), cfg, uri="untrained")
-    print(f"threads={args.threads} batch={args.batch} images={args.n} model={model.uri}")
+    c = model.config
+    print(f"threads={args.threads} batch={args.batch} images={args.n} model={model.uri} "
+          f"classifier={c.classifier.arch}(width {c.classifier.width}) generator={c.generator.arch}"
+          f"(width {c.generator.width}, pre_pool {c.generator.pre_pool}) block={c.gates.block} "
+          f"mixing={c.mixing.mode} codec=jpeg q{c.codec.quality}")
     print(f"{'size':>5} {'floor img/s':>12} {'NICE img/s':>11} {'ratio':>6} {'compressed':>10} {'bytes ratio':>11}")
     profiles = {}
     for size in args.sizes:

@@ -160,3 +160,22 @@ def test_sigkill_mid_run_then_rerun_is_exactly_once(bucket, small_model, mnist_t
     assert len(keys) == 600 and len(set(keys)) == 600
     row_uris = {r["output_uri"] for r in rows if r["output_uri"]}
     assert {f"s3://{bucket}/{k}" for k in dst_outputs(bucket)} <= row_uris, "every DST object has its row"
+
+
+def test_local_folders_dry_run_and_exit_codes(tmp_path, small_model, mnist_test_split, capsys):
+    import json
+    from nice.cli import main
+    from nice.data.sources import export_png_folder
+
+    src = export_png_folder(mnist_test_split, tmp_path / "src", limit=40)
+    assert main(["compress", str(src), "--model", str(small_model), "--dry-run", "--sample", "20"]) == 0
+    est = json.loads(capsys.readouterr().out)
+    assert est["objects"] == 40 and est["sampled"] == 20 and 0 < est["sample_ratio"] <= 1
+    assert not (tmp_path / "dst").exists()
+    assert main(["compress", str(src), str(tmp_path / "dst"), "--model", str(small_model)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] == 40 and summary["counts"]["failed"] == 0
+    assert (tmp_path / "dst" / "_nice" / "runs" / summary["run_id"] / "savings.parquet").is_file()
+    assert main(["compress", str(src), str(tmp_path / "dst2"), "--model", str(tmp_path / "nope")]) == 2
+    assert "not a NICE model directory" in capsys.readouterr().err
+    assert main(["compress", str(src), str(src), "--model", str(small_model)]) == 2
