@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from nice.bundle import NiceModel
 from nice.codec import decode as decode_bytes
 from nice.codec import codec_params, encode, output_format
 from nice.config import NiceConfig
 from nice.gates import HardConcrete, upsample_gates
-from nice.imageio import DecodedImage, ImageRejected, decode_image, to_pil, to_tensor
+from nice.imageio import DecodedImage, ImageRejected, decode_image, to_tensor
 from nice.mixing import make_mixer
 from nice.compress.savings import empty_row
 
@@ -53,9 +54,7 @@ class _Work:
     started: float
     pred_src: int = -1
     prob_src: float = 0.0
-    log_alpha: torch.Tensor | None = None
     tried: int = 0
-    extra_ms: float = 0.0
     done: bool = False
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -130,50 +129,49 @@ class Compressor:
 
     @torch.inference_mode()
     def _run_batch(self, batch: list[_Work]) -> list[tuple[_Work, ItemResult]]:
-        t_model = time.perf_counter()
         x = torch.stack([w.x for w in batch])
         pred, conf = self._classify(x)
         log_alpha = self.generator(self._on_device(x)).float().cpu()
-        share = (time.perf_counter() - t_model) * 1000.0 / len(batch)
         for i, w in enumerate(batch):
-            w.pred_src, w.prob_src, w.log_alpha = int(pred[i]), float(conf[i]), log_alpha[i:i + 1]
-            w.extra_ms += share
+            w.pred_src, w.prob_src = int(pred[i]), float(conf[i])
         out: list[tuple[_Work, ItemResult]] = []
-        pending = list(batch)
+        pending = list(range(len(batch)))
+        mode = batch[0].decoded.image.mode
         for level, tau in enumerate(self.taus):
             if not pending:
                 break
+            # One tensor op per tau level for the whole batch; only the codec runs per image.
+            idx = torch.tensor(pending)
+            z_all = self.gates.binarize(log_alpha[idx], tau, self.cfg.guard.dilate)
+            pixels = _to_uint8(self.mixer(x[idx], z_all))
             candidates = []
-            for w in pending:
-                t = time.perf_counter()
-                z = self.gates.binarize(w.log_alpha, tau, self.cfg.guard.dilate)
-                mixed = self.mixer(w.x.unsqueeze(0), z)[0]
-                pil = to_pil(mixed)
+            for j, i in enumerate(pending):
+                w = batch[i]
+                pil = Image.fromarray(pixels[j], mode)
                 fmt = output_format(self.cfg.codec, w.decoded.format)
                 data = encode(pil, fmt, self.cfg.codec)
                 w.tried = level + 1
                 w.params = codec_params(self.cfg.codec, fmt, pil)
-                w.extra_ms += (time.perf_counter() - t) * 1000.0
                 if len(data) >= len(w.item.data):
                     # Denser masks only cost more bytes: keep the source now.
                     out.append((w, self._kept(w, "output would not be smaller than the source")))
                     continue
-                candidates.append((w, z, fmt, data, to_tensor(_as_mode(decode_bytes(data), w.decoded.image.mode))))
+                back = np.asarray(_as_mode(decode_bytes(data), mode))
+                candidates.append((i, z_all[j:j + 1], fmt, data, back))
+            next_pending = []
             if candidates:
-                t = time.perf_counter()
-                pred_out, conf_out = self._classify(torch.stack([c[4] for c in candidates]))
-                share = (time.perf_counter() - t) * 1000.0 / len(candidates)
-                next_pending = []
-                for j, (w, z, fmt, data, _) in enumerate(candidates):
-                    w.extra_ms += share
+                decoded = torch.from_numpy(np.stack([c[4] for c in candidates]))
+                decoded = decoded.unsqueeze(1) if decoded.ndim == 3 else decoded.permute(0, 3, 1, 2)
+                pred_out, conf_out = self._classify(decoded.float().div_(255.0))
+                for j, (i, z, fmt, data, _) in enumerate(candidates):
+                    w = batch[i]
                     if int(pred_out[j]) == w.pred_src:
                         out.append((w, self._compressed(w, z, tau, fmt, data, int(pred_out[j]), float(conf_out[j]))))
                     else:
-                        next_pending.append(w)
-                pending = next_pending
-            else:
-                pending = []
-        for w in pending:
+                        next_pending.append(i)
+            pending = next_pending
+        pending_work = [batch[i] for i in pending]
+        for w in pending_work:
             out.append((w, self._kept(w, f"prediction changed at every tau in {self.taus}")))
         return out
 
@@ -221,6 +219,12 @@ class Compressor:
                    format_out=fmt, codec_params="{}", pred_output=w.pred_src, prob_output=w.prob_src,
                    error=why, mask_density=1.0)
         return ItemResult(row=row, output=w.item.data, format_out=None)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N,C,H,W) floats in [0,1] -> (N,H,W) or (N,H,W,3) uint8, rounding to the nearest level."""
+    arr = (x.clamp(0, 1) * 255.0).round_().to(torch.uint8)
+    return arr[:, 0].numpy() if arr.shape[1] == 1 else arr.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def _as_mode(img, mode: str):
