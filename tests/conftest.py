@@ -105,3 +105,27 @@ def bucket(s3_endpoint, request):
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-" + os.urandom(3).hex()
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def colour_model(tmp_path_factory) -> Path:
+    """A ResNet classifier + 8x8-block lowres generator trained briefly on mnist-m at 64 px."""
+    from nice.config import colour_default
+    from nice.data.arrays import ArrayImageDataset
+    from nice.data.mnistm import make_mnistm
+
+    images, labels, names = make_mnistm("train", 64, limit=1500)
+    timgs, tlabels, _ = make_mnistm("test", 64, limit=300)
+    train, test = ArrayImageDataset(images, labels), ArrayImageDataset(timgs, tlabels)
+    cfg = colour_default()
+    cfg.classifier.width = 16
+    cfg.generator.pre_pool = 4
+    cfg.train_classifier.epochs = 2
+    cfg.train_classifier.batch_size = 64
+    cfg.train_generator.epochs = 1
+    cfg.train_generator.batch_size = 64
+    clf = train_classifier(cfg, train, test, progress=False)
+    gen = train_mask_generator(cfg, clf.model, train, test, progress=False)
+    path = tmp_path_factory.mktemp("colour") / "nice-colour"
+    NiceModel(clf.model, gen.model, cfg, class_names=names).save(path)
+    return path

@@ -179,3 +179,37 @@ def test_local_folders_dry_run_and_exit_codes(tmp_path, small_model, mnist_test_
     assert main(["compress", str(src), str(tmp_path / "dst2"), "--model", str(tmp_path / "nope")]) == 2
     assert "not a NICE model directory" in capsys.readouterr().err
     assert main(["compress", str(src), str(src), "--model", str(small_model)]) == 2
+
+
+def test_mixed_archive_mnist_png_and_mnistm_jpeg(bucket, colour_model, mnist_test_split):
+    """>= 1,000 objects: grey MNIST PNGs and colour mnist-m JPEGs through one colour model."""
+    from nice.data.mnistm import make_mnistm
+
+    upload_mnist(bucket, "src/mnist", mnist_test_split, 0, 600)
+    images, labels, _ = make_mnistm("test", 64, limit=400, seed=3)
+    s3 = boto3.client("s3")
+    for i, (img, lbl) in enumerate(zip(images, labels)):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=90)
+        s3.put_object(Bucket=bucket, Key=f"src/mnistm/{int(lbl)}/{i:05d}.jpg", Body=buf.getvalue())
+    n = 1000 + upload_hostile(bucket, "src")
+    model = NiceModel.load(colour_model)
+    summary = ArchiveRun(open_store(f"s3://{bucket}/src/"), open_store(f"s3://{bucket}/dst/"), model,
+                         opts=ArchiveOptions(shard_size=250, progress=False)).run()
+    rows = read_merged(bucket, summary.run_id)
+    assert len(rows) == n and len({r["source_key"] for r in rows}) == n
+    compressed = [r for r in rows if r["status"] == "compressed"]
+    kinds = {r["format_out"] for r in compressed}
+    assert kinds == {"png", "jpeg"}, kinds
+    clf = model.classifier.eval()
+    for r in compressed[::5]:
+        body = s3.get_object(Bucket=bucket, Key=r["output_uri"].split(f"s3://{bucket}/", 1)[1])["Body"].read()
+        out = decode_image(body).image
+        if r["format_in"] == "png":
+            assert out.mode == "L", "grey sources stay grey"
+        with torch.no_grad():
+            pred = clf(to_tensor(out.convert("RGB")).unsqueeze(0)).argmax(1).item()
+        assert pred == r["pred_source"] and len(body) < r["source_bytes"]
+    jpeg_rows = [r for r in rows if r["format_in"] == "jpeg"]
+    assert len(jpeg_rows) == 400 and all(r["block"] == 8 for r in jpeg_rows)
+    assert all(r["mask_height"] == 8 and r["mask_width"] == 8 for r in jpeg_rows if r["status"] == "compressed")

@@ -52,6 +52,7 @@ class _Work:
     decoded: DecodedImage
     x: torch.Tensor
     started: float
+    store_mode: str = ""  # the mode written out (L stays L even when a colour model reads it)
     pred_src: int = -1
     prob_src: float = 0.0
     tried: int = 0
@@ -98,7 +99,7 @@ class Compressor:
             except ImageRejected as rej:
                 results[i] = self._rejected(item, rej, t0)
                 continue
-            groups.setdefault(tuple(work.x.shape), []).append(work)
+            groups.setdefault((*work.x.shape, work.store_mode), []).append(work)
         for group in groups.values():
             for start in range(0, len(group), self.batch_size):
                 for work, res in self._run_batch(group[start:start + self.batch_size]):
@@ -109,14 +110,19 @@ class Compressor:
     def _prepare(self, index: int, item: SourceItem, t0: float) -> _Work:
         decoded = decode_image(item.data, self.cfg.guard.max_pixels)
         cc = self.cfg.classifier
-        channels = 1 if decoded.image.mode == "L" else 3
-        if channels != cc.in_channels:
-            kind = "greyscale" if cc.in_channels == 1 else "colour"
-            raise ImageRejected("skipped", f"{decoded.image.mode} image but the classifier takes {kind} input")
+        store_mode = decoded.image.mode
+        channels = 1 if store_mode == "L" else 3
+        if channels == 1 and cc.in_channels == 3:
+            # A grey image is a valid colour image: classify it as RGB, store it as grey again
+            # (mixing keeps R = G = B, so the conversion back is exact).
+            decoded.image = decoded.image.convert("RGB")
+        elif channels != cc.in_channels:
+            raise ImageRejected("skipped", f"{store_mode} image but the classifier takes greyscale input")
         w, h = decoded.size
         if cc.image_size and (w, h) != (cc.image_size, cc.image_size):
             raise ImageRejected("skipped", f"{w}x{h} image but the classifier takes {cc.image_size}x{cc.image_size}")
-        return _Work(index=index, item=item, decoded=decoded, x=to_tensor(decoded.image), started=t0)
+        return _Work(index=index, item=item, decoded=decoded, x=to_tensor(decoded.image), started=t0,
+                     store_mode=store_mode)
 
     def _on_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device).contiguous(memory_format=self.memory_format)
@@ -136,7 +142,7 @@ class Compressor:
             w.pred_src, w.prob_src = int(pred[i]), float(conf[i])
         out: list[tuple[_Work, ItemResult]] = []
         pending = list(range(len(batch)))
-        mode = batch[0].decoded.image.mode
+        mode, store_mode = batch[0].decoded.image.mode, batch[0].store_mode
         for level, tau in enumerate(self.taus):
             if not pending:
                 break
@@ -148,6 +154,8 @@ class Compressor:
             for j, i in enumerate(pending):
                 w = batch[i]
                 pil = Image.fromarray(pixels[j], mode)
+                if store_mode != mode:
+                    pil = pil.convert(store_mode)
                 fmt = output_format(self.cfg.codec, w.decoded.format)
                 data = encode(pil, fmt, self.cfg.codec)
                 w.tried = level + 1
