@@ -76,7 +76,7 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
                 raise ImageRejected("skipped", f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
             img.load()
             mode_in = img.mode
-            img = ImageOps.exif_transpose(img)
+            img = ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img
             img = _normalise_mode(img)
     except ImageRejected:
         raise

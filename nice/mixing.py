@@ -24,10 +24,13 @@ def block_means(x: torch.Tensor, k: int) -> torch.Tensor:
         return x
     h, w = x.shape[-2:]
     ph, pw = (-h) % k, (-w) % k
-    xp = F.pad(x, (0, pw, 0, ph))
-    ones = F.pad(torch.ones_like(x[:, :1]), (0, pw, 0, ph))
-    means = F.avg_pool2d(xp, k) / F.avg_pool2d(ones, k)  # exact mean over real pixels only
-    up = means.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
+    if ph or pw:
+        xp = F.pad(x, (0, pw, 0, ph))
+        ones = F.pad(torch.ones_like(x[:, :1]), (0, pw, 0, ph))
+        means = F.avg_pool2d(xp, k) / F.avg_pool2d(ones, k)  # exact mean over real pixels only
+    else:
+        means = F.avg_pool2d(x, k)
+    up = means.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)  # faster than interpolate here
     return up[..., :h, :w]
 
 
@@ -51,7 +54,7 @@ def mix(x: torch.Tensor, z: torch.Tensor, cfg: MixingConfig, block: int) -> torc
     zp = upsample_gates(z, block, (x.shape[-2], x.shape[-1]))
     if cfg.mode == "zero":
         return x * zp
-    return zp * x + (1.0 - zp) * _background(x, cfg)
+    return torch.lerp(_background(x, cfg), x, zp)  # = zp*x + (1-zp)*background, one kernel
 
 
 Mixer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -84,3 +84,22 @@ def test_label_target_trains(mnist_small):
     res = train_mask_generator(cfg, build_classifier(cfg.classifier), small,
                                torch.utils.data.Subset(test, range(256)), progress=False)
     assert len(res.history) == 1 and 0 <= res.final["val_density"] <= 1
+
+
+def test_fused_classifier_matches_original():
+    from nice.models.fuse import fuse_for_inference
+
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig(arch="resnet", in_channels=3, width=16)).eval()
+    # Non-trivial BN statistics, as after training.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    fused = fuse_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()), "original untouched"
+    x = torch.rand(4, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), fused(x), atol=1e-4)

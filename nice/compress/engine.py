@@ -23,9 +23,10 @@ from nice.bundle import NiceModel
 from nice.codec import decode as decode_bytes
 from nice.codec import codec_params, encode, output_format
 from nice.config import NiceConfig
-from nice.gates import HardConcrete, upsample_gates
-from nice.imageio import DecodedImage, ImageRejected, decode_image, to_tensor
+from nice.gates import HardConcrete
+from nice.imageio import DecodedImage, ImageRejected, decode_image
 from nice.mixing import make_mixer
+from nice.models.fuse import fuse_for_inference
 from nice.compress.savings import empty_row
 
 
@@ -50,7 +51,7 @@ class _Work:
     index: int
     item: SourceItem
     decoded: DecodedImage
-    x: torch.Tensor
+    x: np.ndarray  # decoded pixels, uint8 (H,W) or (H,W,3)
     started: float
     store_mode: str = ""  # the mode written out (L stays L even when a colour model reads it)
     pred_src: int = -1
@@ -77,7 +78,8 @@ class Compressor:
         self.device = torch.device(device)
         # channels_last: ~1.6x faster convolutions and pooling on CPU for colour inputs.
         self.memory_format = torch.channels_last if self.cfg.classifier.in_channels == 3 else torch.contiguous_format
-        self.classifier = model.classifier.to(self.device, memory_format=self.memory_format).eval()
+        # BatchNorm folded into the convolutions: same outputs, ~30% less classifier time.
+        self.classifier = fuse_for_inference(model.classifier).to(self.device, memory_format=self.memory_format)
         self.generator = model.generator.to(self.device, memory_format=self.memory_format).eval()
         self.model_uri = model.uri
         self.run_id = run_id
@@ -99,7 +101,7 @@ class Compressor:
             except ImageRejected as rej:
                 results[i] = self._rejected(item, rej, t0)
                 continue
-            groups.setdefault((*work.x.shape, work.store_mode), []).append(work)
+            groups.setdefault((*work.x.shape, work.decoded.image.mode, work.store_mode), []).append(work)
         for group in groups.values():
             for start in range(0, len(group), self.batch_size):
                 for work, res in self._run_batch(group[start:start + self.batch_size]):
@@ -121,7 +123,8 @@ class Compressor:
         w, h = decoded.size
         if cc.image_size and (w, h) != (cc.image_size, cc.image_size):
             raise ImageRejected("skipped", f"{w}x{h} image but the classifier takes {cc.image_size}x{cc.image_size}")
-        return _Work(index=index, item=item, decoded=decoded, x=to_tensor(decoded.image), started=t0,
+        # uint8 HxW(xC) pixels; converted to float once per batch in _run_batch.
+        return _Work(index=index, item=item, decoded=decoded, x=np.asarray(decoded.image), started=t0,
                      store_mode=store_mode)
 
     def _on_device(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +138,7 @@ class Compressor:
 
     @torch.inference_mode()
     def _run_batch(self, batch: list[_Work]) -> list[tuple[_Work, ItemResult]]:
-        x = torch.stack([w.x for w in batch])
+        x = _to_float(np.stack([w.x for w in batch]))
         pred, conf = self._classify(x)
         log_alpha = self.generator(self._on_device(x)).float().cpu()
         for i, w in enumerate(batch):
@@ -168,9 +171,7 @@ class Compressor:
                 candidates.append((i, z_all[j:j + 1], fmt, data, back))
             next_pending = []
             if candidates:
-                decoded = torch.from_numpy(np.stack([c[4] for c in candidates]))
-                decoded = decoded.unsqueeze(1) if decoded.ndim == 3 else decoded.permute(0, 3, 1, 2)
-                pred_out, conf_out = self._classify(decoded.float().div_(255.0))
+                pred_out, conf_out = self._classify(_to_float(np.stack([c[4] for c in candidates])))
                 for j, (i, z, fmt, data, _) in enumerate(candidates):
                     w = batch[i]
                     if int(pred_out[j]) == w.pred_src:
@@ -210,12 +211,12 @@ class Compressor:
     def _compressed(self, w: _Work, z: torch.Tensor, tau: float, fmt: str, data: bytes,
                     pred: int, prob: float) -> ItemResult:
         row = self._common(w)
-        zp = upsample_gates(z, self.cfg.gates.block, (w.x.shape[-2], w.x.shape[-1]))
         grid = z[0, 0].to(torch.uint8).numpy()
         row.update(status="compressed", output_bytes=len(data), saved_bytes=len(w.item.data) - len(data),
                    ratio=len(data) / len(w.item.data), format_out=fmt,
                    codec_params=json.dumps(w.params, sort_keys=True), tau=tau,
-                   mask_density=float(zp.mean()), mask=np.packbits(grid.ravel()).tobytes(),
+                   mask_density=_pixel_density(grid, self.cfg.gates.block, w.x.shape[0], w.x.shape[1]),
+                   mask=np.packbits(grid.ravel()).tobytes(),
                    mask_height=int(grid.shape[0]), mask_width=int(grid.shape[1]),
                    pred_output=pred, prob_output=prob)
         return ItemResult(row=row, output=data, format_out=fmt)
@@ -227,6 +228,22 @@ class Compressor:
                    format_out=fmt, codec_params="{}", pred_output=w.pred_src, prob_output=w.prob_src,
                    error=why, mask_density=1.0)
         return ItemResult(row=row, output=w.item.data, format_out=None)
+
+
+def _pixel_density(grid: np.ndarray, block: int, height: int, width: int) -> float:
+    """Fraction of pixels under open gates; partial edge blocks count only their real pixels."""
+    rows = np.full(grid.shape[0], block, dtype=np.int64)
+    cols = np.full(grid.shape[1], block, dtype=np.int64)
+    rows[-1] = height - block * (grid.shape[0] - 1)
+    cols[-1] = width - block * (grid.shape[1] - 1)
+    return float(rows @ grid.astype(np.int64) @ cols) / (height * width)
+
+
+def _to_float(pixels: np.ndarray) -> torch.Tensor:
+    """(N,H,W) or (N,H,W,3) uint8 -> (N,C,H,W) float in [0,1], in one conversion per batch."""
+    t = torch.from_numpy(pixels)
+    t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
+    return t.float().div_(255.0)
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
