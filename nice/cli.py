@@ -135,6 +135,18 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from nice.ingest import IngestOptions, ingest
+
+    art = ingest(args.source, args.out, IngestOptions(
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed or 0,
+        size=args.size, limit=args.limit, endpoint_url=args.endpoint_url))
+    m = art.manifest
+    print(json.dumps({k: m[k] for k in ("name", "source", "class_names", "counts", "content_hash",
+                                        "channels", "rejects", "duplicates")} | {"path": str(art.path)}, indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from nice.demo import format_summary, run_demo
     from nice.paths import nice_home
@@ -195,6 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)")
     _add_config(p, codec=True)
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("ingest", help="build a versioned Dataset artifact from a source")
+    p.add_argument("source", help="mnist | fashion-mnist | mnist-m | folder:PATH | s3://bucket/prefix/")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to (re)write")
+    p.add_argument("--size", type=int, default=64, help="mnist-m image size")
+    p.add_argument("--limit", type=int, help="builtin sources: first N images per official split")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--endpoint-url")
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("demo", help="train on MNIST and compress the MNIST test split")
     p.add_argument("--workdir", help="default: $NICE_HOME/demo/<config hash>")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 
 class ArrayImageDataset(Dataset):
@@ -25,6 +25,8 @@ class ArrayImageDataset(Dataset):
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    if isinstance(dataset, IterableDataset):  # streaming datasets shuffle themselves
+        return DataLoader(dataset, batch_size=batch_size, num_workers=0)
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen,
                       num_workers=0, drop_last=False)

@@ -73,11 +73,22 @@ def composite(digits: np.ndarray, photos: list[np.ndarray], size: int, train: bo
     return out
 
 
-def make_mnistm(split: str, size: int = 64, limit: int | None = None, seed: int = 0,
-                mnist_path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images (N,size,size,3) uint8, labels (N,), class names, for MNIST's train or test split."""
+def iter_mnistm(split: str, size: int = 64, limit: int | None = None, seed: int = 0,
+                chunk: int = 1000, mnist_path: str | Path | None = None):
+    """Yield (images, labels) chunks; the same images as `make_mnistm`, in bounded memory."""
     base: ImageSplit = load_split("mnist", split, mnist_path)
     n = len(base) if limit is None else min(limit, len(base))
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, size])
-    images = composite(base.images[:n], load_photos(), size, split == "train", rng)
-    return images, base.labels[:n], base.class_names
+    photos = load_photos()
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        yield composite(base.images[start:stop], photos, size, split == "train", rng), base.labels[start:stop]
+
+
+def make_mnistm(split: str, size: int = 64, limit: int | None = None, seed: int = 0,
+                mnist_path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images (N,size,size,3) uint8, labels (N,), class names, for MNIST's train or test split."""
+    chunks = list(iter_mnistm(split, size, limit, seed, mnist_path=mnist_path))
+    images = np.concatenate([c[0] for c in chunks]) if chunks else np.empty((0, size, size, 3), np.uint8)
+    labels = np.concatenate([c[1] for c in chunks]) if chunks else np.empty((0,), np.int64)
+    return images, labels, [str(i) for i in range(10)]
