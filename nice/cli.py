@@ -21,6 +21,7 @@ def _config(args: argparse.Namespace, base: NiceConfig | None = None) -> NiceCon
         ("target", "train_generator", "target"), ("block", "gates", "block"),
         ("mixing", "mixing", "mode"), ("pool", "mixing", "pool"), ("generator", "generator", "arch"),
         ("format", "codec", "format"), ("quality", "codec", "quality"), ("tau", "guard", "tau"),
+        ("width", "classifier", "width"),
         ("device", "train_generator", "device"), ("seed", "train_generator", "seed"),
     ]:
         value = getattr(args, attr, None)
@@ -64,16 +65,19 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from nice.checkpoint import save_checkpoint
-    from nice.data.sources import load_builtin
+    from nice.data.sources import training_data
     from nice.device import configure_threads
     from nice.training.classifier import train_classifier
 
+    from nice.config import colour_default
+
     configure_threads()
-    cfg = _config(args)
-    train, _ = load_builtin(args.dataset, "train")
-    test, _ = load_builtin(args.dataset, "test")
+    train, test, names, channels = training_data(args.dataset)
+    # Colour sources get the colour defaults (ResNet, 8x8 block gates, lowres mixing).
+    cfg = _config(args, base=colour_default() if channels == 3 else None)
+    cfg.classifier.num_classes = len(names)
     res = train_classifier(cfg, train, test)
-    save_checkpoint(args.out, "classifier", res.model, cfg, res.final)
+    save_checkpoint(args.out, "classifier", res.model, cfg, {**res.final, "class_names": names})
     print(json.dumps({"out": str(args.out), **res.final}))
     return 0
 
@@ -81,18 +85,17 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 def cmd_train_mask_generator(args: argparse.Namespace) -> int:
     from nice.bundle import NiceModel
     from nice.checkpoint import load_classifier
-    from nice.data.sources import load_builtin
+    from nice.data.sources import training_data
     from nice.device import configure_threads
     from nice.training.mask_generator import train_mask_generator
 
     configure_threads()
     classifier, clf_cfg, _ = load_classifier(args.classifier)
-    cfg = _config(args)
-    cfg = cfg.replace(classifier=clf_cfg.classifier)
-    train, split = load_builtin(args.dataset, "train")
-    test, _ = load_builtin(args.dataset, "test")
-    res = train_mask_generator(cfg, classifier, train, test)
-    NiceModel(classifier, res.model, cfg, class_names=split.class_names).save(args.out, res.final)
+    train, val, names, _ = training_data(args.dataset)
+    # The classifier's checkpoint config (colour or grey defaults) is the base; flags override.
+    cfg = _config(args, base=clf_cfg)
+    res = train_mask_generator(cfg, classifier, train, val)
+    NiceModel(classifier, res.model, cfg, class_names=names).save(args.out, res.final)
     print(json.dumps({"out": str(args.out), **res.final}))
     return 0
 
@@ -170,14 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train-classifier", help="train the classifier to be explained")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist | a `nice ingest` artifact directory")
     p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
-    p.add_argument("--epochs-classifier", dest="epochs_classifier", type=int)
+    p.add_argument("--epochs-classifier", "--epochs", dest="epochs_classifier", type=int)
+    p.add_argument("--width", type=int, help="ResNet width (colour classifiers)")
     p.add_argument("--config")
     p.set_defaults(func=cmd_train_classifier)
 
     p = sub.add_parser("train-mask-generator", help="train the NICE mask generator against a frozen classifier")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist | a `nice ingest` artifact directory")
     p.add_argument("--classifier", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     _add_config(p, train=True)

@@ -32,3 +32,19 @@ def export_png_folder(split: ImageSplit, out: str | Path, limit: int | None = No
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(split.images[i], "L").save(target, format="PNG", optimize=True)
     return out
+
+
+def training_data(spec: str, limit: int | None = None):
+    """(train, val, class_names, channels) for a builtin name or a Dataset artifact directory.
+
+    Builtin MNIST / Fashion-MNIST validate on their test split (as in the core issue); an
+    artifact trains on its train split and validates on its val split."""
+    if spec in BUILTIN:
+        train, split = load_builtin(spec, "train", limit=limit)
+        test, _ = load_builtin(spec, "test")
+        return train, test, split.class_names, 1
+    from nice.ingest import DatasetArtifact
+
+    art = DatasetArtifact.open(spec)
+    val_split = "val" if art.manifest["counts"].get("val") else "test"
+    return (art.dataset("train", shuffle=True), art.dataset(val_split), art.class_names, art.channels)

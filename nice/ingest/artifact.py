@@ -70,6 +70,17 @@ class DatasetArtifact:
     def dataset(self, split: str, **kwargs: Any) -> "ShardDataset":
         return ShardDataset(self, split, **kwargs)
 
+    def export(self, split: str, out: str | Path) -> Path:
+        """Write a split's files, byte for byte, as `out/<class>/<name>` (a labelled folder)."""
+        out = Path(out)
+        for shard in self.shards(split):
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=512, columns=["key", "label_name", "data"]):
+                for key, cls, data in zip(*(batch.column(c).to_pylist() for c in ("key", "label_name", "data"))):
+                    target = out / cls / key.replace("/", "__")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+        return out
+
 
 class ShardDataset(IterableDataset):
     """Streams (image in [0,1] CxHxW, label) from a split's shards, a record batch at a time,
