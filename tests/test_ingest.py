@@ -114,3 +114,18 @@ def test_streaming_dataset_trains_like_any_source(tmp_path):
     cfg.train_classifier.epochs = 1
     res = train_classifier(cfg, train, art.dataset("test"), progress=False)
     assert 0.0 <= res.final["test_accuracy"] <= 1.0 and len(res.history) == 1
+
+
+def test_cli_trains_both_models_on_an_artifact(tmp_path, capsys):
+    assert main(["ingest", "mnist-m", "--size", "32", "--limit", "200", "--out", str(tmp_path / "mm")]) == 0
+    capsys.readouterr()
+    assert main(["train-classifier", "--dataset", str(tmp_path / "mm"), "--out", str(tmp_path / "clf.pt"),
+                 "--epochs", "1", "--width", "8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"val_accuracy", "test_accuracy"} <= set(out)
+    assert main(["train-mask-generator", "--dataset", str(tmp_path / "mm"), "--classifier", str(tmp_path / "clf.pt"),
+                 "--out", str(tmp_path / "model"), "--epochs", "1"]) == 0
+    from nice.bundle import NiceModel
+    model = NiceModel.load(tmp_path / "model")
+    assert model.config.gates.block == 8 and model.config.mixing.mode == "lowres"
+    assert model.config.classifier.arch == "resnet" and model.class_names == [str(i) for i in range(10)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -122,7 +123,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
         if progress:
             tqdm.write(f"mask generator epoch {epoch + 1}/{mc.epochs}: task {metrics['train_task']:.4f}, "
                        f"E[L0] {metrics['train_l0']:.3f}, val density {metrics['val_density'] * 100:.2f}%, "
-                       f"val accuracy on mixed {metrics['val_accuracy_mixed'] * 100:.2f}%")
+                       f"val accuracy on mixed {metrics['val_accuracy_mixed'] * 100:.2f}%", file=sys.stderr)
         if on_epoch:
             on_epoch(epoch, metrics)
     generator.eval().cpu()
