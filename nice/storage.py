@@ -51,14 +51,20 @@ class LocalStore:
         self.uri = str(self.root)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Like S3: every key that starts with `prefix` (a folder or any partial name)."""
         base = self.root / prefix if prefix else self.root
+        if prefix and not base.is_dir():
+            base = base.parent  # a partial name such as "parts/shard-00001-"
         if not base.exists():
             return
         for p in sorted(base.rglob("*")):
             if not p.is_file() or p.is_symlink() or p.name.endswith(".tmp"):
                 continue
+            key = p.relative_to(self.root).as_posix()
+            if prefix and not key.startswith(prefix):
+                continue
             st = p.stat()
-            yield ObjectInfo(key=p.relative_to(self.root).as_posix(), size=st.st_size,
+            yield ObjectInfo(key=key, size=st.st_size,
                              etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
                              last_modified=datetime.fromtimestamp(st.st_mtime, timezone.utc))
 

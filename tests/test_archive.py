@@ -213,3 +213,31 @@ def test_mixed_archive_mnist_png_and_mnistm_jpeg(bucket, colour_model, mnist_tes
     jpeg_rows = [r for r in rows if r["format_in"] == "jpeg"]
     assert len(jpeg_rows) == 400 and all(r["block"] == 8 for r in jpeg_rows)
     assert all(r["mask_height"] == 8 and r["mask_width"] == 8 for r in jpeg_rows if r["status"] == "compressed")
+
+
+def test_crash_and_resume_on_local_folders(tmp_path, small_model, mnist_test_split, monkeypatch):
+    """A run that dies mid-shard (here: an exception after 5 batches) resumes exactly once."""
+    from nice.compress.engine import Compressor
+    from nice.data.sources import export_png_folder
+
+    src = export_png_folder(mnist_test_split, tmp_path / "src", limit=300)
+    model = NiceModel.load(small_model)
+    real = Compressor.compress
+    calls = {"n": 0}
+
+    def flaky(self, items):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt("simulated crash")
+        return real(self, items)
+
+    monkeypatch.setattr(Compressor, "compress", flaky)
+    opts = ArchiveOptions(batch_size=16, shard_size=100, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        ArchiveRun(open_store(src), open_store(tmp_path / "dst"), model, opts=opts).run()
+    monkeypatch.setattr(Compressor, "compress", real)
+    summary = ArchiveRun(open_store(src), open_store(tmp_path / "dst"), model, opts=opts).run()
+    rows = pq.read_table(tmp_path / "dst" / "_nice" / "runs" / summary.run_id / "savings.parquet").to_pylist()
+    keys = [r["source_key"] for r in rows]
+    assert len(keys) == 300 and len(set(keys)) == 300
+    assert summary.extra["processed"] == 300

@@ -47,3 +47,12 @@ def test_s3_metadata_is_stored(bucket):
     store.put("k.png", b"abc", {"nice-config-hash": "deadbeef"})
     head = boto3.client("s3").head_object(Bucket=bucket, Key="out/k.png")
     assert head["Metadata"]["nice-config-hash"] == "deadbeef"
+
+
+def test_list_with_partial_name_prefix(store):
+    for k in ("runs/r1/parts/shard-00000-00000.parquet", "runs/r1/parts/shard-00000-00001.parquet",
+              "runs/r1/parts/shard-00001-00000.parquet"):
+        store.put(k, b"x")
+    assert [o.key for o in store.list("runs/r1/parts/shard-00000-")] == [
+        "runs/r1/parts/shard-00000-00000.parquet", "runs/r1/parts/shard-00000-00001.parquet"]
+    assert len(list(store.list("runs/r1/parts/"))) == 3

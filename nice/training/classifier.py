@@ -53,7 +53,7 @@ def train_classifier(cfg: NiceConfig, train: Dataset, test: Dataset,
         log.info("classifier epoch %d: %s", epoch + 1, metrics)
         if progress:
             tqdm.write(f"classifier epoch {epoch + 1}/{tc.epochs}: loss {metrics['train_loss']:.4f}, "
-                       f"test accuracy {metrics['test_accuracy'] * 100:.2f}%", file=sys.stderr)
+                       f"eval accuracy {metrics['test_accuracy'] * 100:.2f}%", file=sys.stderr)
         if on_epoch:
             on_epoch(epoch, metrics)
     model.eval().cpu()
