@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--profile-top", type=int, default=12)
     ap.add_argument("--width", type=int, help="override the untrained classifier's ResNet width")
     ap.add_argument("--pre-pool", type=int, help="override the untrained generator's input pooling")
+    ap.add_argument("--gen-width", type=int, help="override the untrained generator's width")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.model:
@@ -94,6 +95,8 @@ def main() -> None:
             cfg.classifier.width = args.width
         if args.pre_pool:
             cfg.generator.pre_pool = args.pre_pool
+        if args.gen_width:
+            cfg.generator.width = args.gen_width
         torch.manual_seed(0)
         model = NiceModel(build_classifier(cfg.classifier).eval(),
                           build_generator(cfg.generator, cfg.gates, 3).eval(), cfg, uri="untrained")
