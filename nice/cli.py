@@ -65,7 +65,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from nice.checkpoint import save_checkpoint
-    from nice.data.sources import training_data
+    from nice.data.sources import BUILTIN, training_data
     from nice.device import configure_threads
     from nice.training.classifier import train_classifier
 
@@ -77,7 +77,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     cfg = _config(args, base=colour_default() if channels == 3 else None)
     cfg.classifier.num_classes = len(names)
     res = train_classifier(cfg, train, test)
-    if args.dataset not in ("mnist", "fashion-mnist"):
+    if args.dataset not in BUILTIN:
         # Artifacts validate on `val` during training; report the held-out test split too.
         from nice.data.arrays import make_loader
         from nice.ingest import DatasetArtifact

@@ -7,6 +7,7 @@ without touching the compression engine.
 from __future__ import annotations
 
 import io
+from pathlib import PurePosixPath
 from typing import Any, Callable
 
 from PIL import Image, features
@@ -19,6 +20,14 @@ SOURCE_TO_OUTPUT = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp",
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif"}
 # Extensions that already denote an output format, so a source `a.jpeg` stays `a.jpeg`.
 KNOWN_EXTENSIONS = {"jpeg": {".jpg", ".jpeg", ".jpe"}, "png": {".png"}, "webp": {".webp"}, "avif": {".avif"}}
+
+
+def output_name(key: str, format_out: str | None) -> str:
+    """The output key for a source key: the extension changes only when the format does."""
+    p = PurePosixPath(key)
+    if format_out is None or p.suffix.lower() in KNOWN_EXTENSIONS[format_out]:
+        return key
+    return str(p.with_suffix(EXTENSIONS[format_out]))
 
 
 def _jpeg_params(cfg: CodecConfig, img: Image.Image) -> dict[str, Any]:

@@ -63,9 +63,8 @@ class HardConcrete:
 def upsample_gates(z: torch.Tensor, block: int, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour gate grid -> pixels, cropped to `size` (grids cover partial blocks)."""
     if block > 1:
-        # expand + reshape: a single copy, ~4x faster than F.interpolate(nearest) on CPU.
-        n, c, h, w = z.shape
-        z = z[:, :, :, None, :, None].expand(n, c, h, block, w, block).reshape(n, c, h * block, w * block)
+        # repeat_interleave: faster on CPU than F.interpolate(nearest) or expand + reshape.
+        z = z.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
     return z[..., : size[0], : size[1]]
 
 

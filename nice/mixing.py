@@ -30,8 +30,7 @@ def block_means(x: torch.Tensor, k: int) -> torch.Tensor:
         means = F.avg_pool2d(xp, k) / F.avg_pool2d(ones, k)  # exact mean over real pixels only
     else:
         means = F.avg_pool2d(x, k)
-    up = means.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)  # faster than interpolate here
-    return up[..., :h, :w]
+    return upsample_gates(means, k, (h, w))  # the same nearest block upsampling as the gates
 
 
 def box_blur(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -43,6 +43,18 @@ def check_key(key: str) -> str:
     return key
 
 
+def class_of(key: str) -> str:
+    """The class folder of a `class_name/file` key ("" for files at the root)."""
+    parts = PurePosixPath(key).parts
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def label_of(key: str, class_names: list[str] | None) -> int | None:
+    """The class index of a key whose class folder the model knows, else None."""
+    cls = class_of(key)
+    return class_names.index(cls) if class_names and cls in class_names else None
+
+
 class LocalStore:
     """A folder. ETags are weak (mtime+size, like rsync's quick check) so listing never reads data."""
 
@@ -115,7 +127,14 @@ class S3Store:
                                  last_modified=obj.get("LastModified"))
 
     def get(self, key: str) -> bytes:
-        resp = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"{self.uri}{key}") from exc  # same contract as LocalStore
+            raise
         data = resp["Body"].read()
         if "ContentLength" in resp and len(data) != int(resp["ContentLength"]):
             raise StoreError(f"{key}: short read ({len(data)} of {resp['ContentLength']} bytes)")

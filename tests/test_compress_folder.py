@@ -1,10 +1,8 @@
 """compress-folder end to end on real MNIST PNGs with a model trained on real MNIST."""
 
 import hashlib
-import io
 import json
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch

@@ -6,7 +6,6 @@ import json
 import boto3
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from nice.cli import main

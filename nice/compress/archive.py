@@ -21,11 +21,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+
 from typing import Any
 
 import pyarrow as pa
@@ -33,12 +32,12 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from nice.bundle import NiceModel
-from nice.codec import EXTENSIONS, KNOWN_EXTENSIONS
 from nice.compress.engine import Compressor, ItemResult, SourceItem
 from nice.compress.folder import RunSummary, summarise
-from nice.compress.savings import SCHEMA, empty_row, to_table, write_parquet
+from nice.compress.outputs import store_output
+from nice.compress.savings import SCHEMA, to_table, write_parquet
 from nice.config import NiceConfig
-from nice.storage import ObjectInfo, Store, StoreError
+from nice.storage import ObjectInfo, Store, label_of
 
 log = logging.getLogger(__name__)
 META = "_nice"
@@ -68,22 +67,11 @@ class Shard:
         return f"shard-{self.index:05d}"
 
 
-def output_key(key: str, format_out: str | None) -> str:
-    p = PurePosixPath(key)
-    if format_out is None or p.suffix.lower() in KNOWN_EXTENSIONS[format_out]:
-        return key
-    return str(p.with_suffix(EXTENSIONS[format_out]))
-
-
 def _read_table(store: Store, key: str) -> pa.Table | None:
     try:
         return pq.read_table(io.BytesIO(store.get(key)))
-    except (FileNotFoundError, StoreError):
+    except FileNotFoundError:
         return None
-    except Exception as exc:  # botocore NoSuchKey and friends
-        if "NoSuchKey" in type(exc).__name__ or "404" in str(exc) or "NoSuchKey" in str(exc):
-            return None
-        raise
 
 
 def _put_table(store: Store, key: str, rows: list[dict[str, Any]]) -> None:
@@ -99,7 +87,7 @@ def _put_json(store: Store, key: str, obj: Any) -> None:
 def _get_json(store: Store, key: str) -> Any | None:
     try:
         return json.loads(store.get(key))
-    except Exception:
+    except (FileNotFoundError, ValueError):  # missing or half-written: no state to resume
         return None
 
 
@@ -127,6 +115,7 @@ class ArchiveRun:
         self.compressor = Compressor(model, self.cfg, run_id=self.run_id, device=self.opts.device,
                                      batch_size=self.opts.batch_size)
         self.index = self._load_index()
+        self.saved_bytes = 0  # running total for the progress bar
 
     # -- state ----------------------------------------------------------------------
     def _resumable_run(self) -> str | None:
@@ -181,7 +170,7 @@ class ArchiveRun:
             for shard in shards:
                 self.process_shard(shard, done, pool, bar)
         bar.close()
-        rows = self.merge(objects)
+        rows = self.merge(objects, done)
         summary = summarise(rows, self.run_id, self.dst.uri_for(f"{self.prefix}/savings.parquet"))
         summary.extra["wall_s"] = time.perf_counter() - t0
         summary.extra["processed"] = sum(1 for r in rows if not _carried(r))
@@ -213,22 +202,23 @@ class ArchiveRun:
         bs = self.opts.batch_size
         batches = [work[i:i + bs] for i in range(0, len(work), bs)]
         # Prefetch the next batch's bytes while this one is on the CPU.
-        pending = pool.submit(self._download, batches[0], pool) if batches else None
+        pending = pool.submit(self._download, batches[0]) if batches else None
         for i, batch in enumerate(batches):
             items = pending.result() if pending else []
-            pending = pool.submit(self._download, batches[i + 1], pool) if i + 1 < len(batches) else None
+            pending = pool.submit(self._download, batches[i + 1]) if i + 1 < len(batches) else None
             rows = self._compress_and_upload(items, pool)
             _put_table(self.dst, f"{self.prefix}/parts/{shard.name}-{part:05d}.parquet", rows)  # commit
             part += 1
             for r in rows:
                 done[r["source_key"]] = r
+                self.saved_bytes += r["saved_bytes"] or 0
             if bar is not None:
                 bar.update(len(batch))
-                bar.set_postfix(saved=f"{sum(r['saved_bytes'] or 0 for r in done.values()) / 1e6:.1f}MB")
+                bar.set_postfix(saved=f"{self.saved_bytes / 1e6:.1f}MB")
         self._write_shard_file(shard, done)
 
     # -- pieces -----------------------------------------------------------------------
-    def _download(self, batch: list[ObjectInfo], pool: ThreadPoolExecutor) -> list[tuple[ObjectInfo, bytes | Exception]]:
+    def _download(self, batch: list[ObjectInfo]) -> list[tuple[ObjectInfo, bytes | Exception]]:
         def fetch(obj: ObjectInfo) -> tuple[ObjectInfo, bytes | Exception]:
             try:
                 return obj, self.src.get(obj.key)
@@ -238,54 +228,27 @@ class ArchiveRun:
         with ThreadPoolExecutor(self.opts.workers) as dl:
             return list(dl.map(fetch, batch))
 
-    def _label(self, key: str) -> int | None:
-        names = self.model.class_names
-        parts = PurePosixPath(key).parts
-        if self.opts.label_from_dir and names and len(parts) > 1 and parts[-2] in names:
-            return names.index(parts[-2])
-        return None
-
     def _compress_and_upload(self, fetched: list[tuple[ObjectInfo, bytes | Exception]],
                              pool: ThreadPoolExecutor) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         items: list[SourceItem] = []
         for obj, data in fetched:
+            label = label_of(obj.key, self.model.class_names) if self.opts.label_from_dir else None
+            item = SourceItem(uri=self.src.uri_for(obj.key), key=obj.key, etag=obj.etag, label=label,
+                              data=b"" if isinstance(data, Exception) else data)
             if isinstance(data, Exception):
-                row = empty_row()
-                row.update(run_id=self.run_id, source_uri=self.src.uri_for(obj.key), source_key=obj.key,
-                           source_etag=obj.etag, source_bytes=obj.size, status="failed",
-                           error=f"download failed: {type(data).__name__}: {data}",
-                           model_uri=self.model.uri, config_hash=self.config_hash,
-                           processed_at=datetime.now(timezone.utc), guard_retries=0)
-                rows.append(row)
+                row = self.compressor.rejected(item, "failed", f"download failed: {type(data).__name__}: {data}").row
+                rows.append({**row, "source_bytes": obj.size})
                 continue
-            items.append(SourceItem(uri=self.src.uri_for(obj.key), key=obj.key, data=data,
-                                    etag=obj.etag, label=self._label(obj.key)))
-        results = self.compressor.compress(items)
-        uploads = [pool.submit(self._upload, res) for res in results]
-        for fut in uploads:
-            rows.append(fut.result())
-        return rows
+            items.append(item)
+        uploads = [pool.submit(self._upload, res) for res in self.compressor.compress(items)]
+        return rows + [fut.result() for fut in uploads]
 
     def _upload(self, res: ItemResult) -> dict[str, Any]:
-        row = res.row
-        if res.output is None:
-            return row
-        key = output_key(row["source_key"], res.format_out)
-        meta = {"nice-source-etag": row["source_etag"], "nice-config-hash": self.config_hash,
-                "nice-run-id": self.run_id, "nice-status": row["status"],
+        meta = {"nice-source-etag": res.row["source_etag"], "nice-config-hash": self.config_hash,
+                "nice-run-id": self.run_id, "nice-status": res.row["status"],
                 "nice-model-uri": _ascii(self.model.uri)}
-        try:
-            self.dst.put(key, res.output, meta)
-        except Exception as exc:  # noqa: BLE001
-            row.update(status="failed", error=f"upload failed: {type(exc).__name__}: {exc}",
-                       output_uri=None, output_bytes=None, saved_bytes=None, ratio=None)
-            return row
-        row["output_uri"] = self.dst.uri_for(key)
-        if row["output_bytes"] is None:
-            row.update(output_bytes=len(res.output), saved_bytes=row["source_bytes"] - len(res.output),
-                       ratio=len(res.output) / row["source_bytes"])
-        return row
+        return store_output(self.dst, res, meta)
 
     def _carried_row(self, prev: dict[str, Any]) -> dict[str, Any]:
         row = dict(prev)
@@ -297,8 +260,8 @@ class ArchiveRun:
         rows = [done[o.key] for o in shard.objects if o.key in done]
         _put_table(self.dst, f"{self.prefix}/shards/{shard.name}.parquet", rows)
 
-    def merge(self, objects: list[ObjectInfo]) -> list[dict[str, Any]]:
-        committed = self._committed()
+    def merge(self, objects: list[ObjectInfo], committed: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Merged table of this run from its committed rows (held in memory since the start)."""
         order = {o.key: i for i, o in enumerate(objects)}
         rows = sorted(committed.values(), key=lambda r: order.get(r["source_key"], len(order)))
         _put_table(self.dst, f"{self.prefix}/savings.parquet", rows)
@@ -306,7 +269,7 @@ class ArchiveRun:
             write_parquet(rows, self.opts.savings)
         index = dict(self.index)
         for r in rows:
-            if not (r["status"] == "skipped" and (r["error"] or "").startswith("unchanged since")):
+            if not _carried(r):
                 index[r["source_key"]] = r
         live = set(order)
         _put_table(self.dst, f"{META}/index.parquet", [r for k, r in sorted(index.items()) if k in live])

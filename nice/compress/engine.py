@@ -99,9 +99,9 @@ class Compressor:
             try:
                 work = self._prepare(i, item, t0)
             except ImageRejected as rej:
-                results[i] = self._rejected(item, rej, t0)
+                results[i] = self.rejected(item, rej.status, rej.reason, t0)
                 continue
-            groups.setdefault((*work.x.shape, work.decoded.image.mode, work.store_mode), []).append(work)
+            groups.setdefault((*work.x.shape, work.store_mode), []).append(work)  # shape fixes L vs RGB
         for group in groups.values():
             for start in range(0, len(group), self.batch_size):
                 for work, res in self._run_batch(group[start:start + self.batch_size]):
@@ -179,13 +179,12 @@ class Compressor:
                     else:
                         next_pending.append(i)
             pending = next_pending
-        pending_work = [batch[i] for i in pending]
-        for w in pending_work:
-            out.append((w, self._kept(w, f"prediction changed at every tau in {self.taus}")))
+        for i in pending:
+            out.append((batch[i], self._kept(batch[i], f"prediction changed at every tau in {self.taus}")))
         return out
 
     # -- rows -------------------------------------------------------------------------
-    def _base_row(self, item: SourceItem, t0: float) -> dict[str, Any]:
+    def _base_row(self, item: SourceItem) -> dict[str, Any]:
         row = empty_row()
         row.update(run_id=self.run_id, source_uri=item.uri, source_key=item.key or item.uri, source_etag=item.etag or md5_hex(item.data),
                    source_bytes=len(item.data), label=item.label, model_uri=self.model_uri,
@@ -193,14 +192,16 @@ class Compressor:
                    processed_at=datetime.now(timezone.utc))
         return row
 
-    def _rejected(self, item: SourceItem, rej: ImageRejected, t0: float) -> ItemResult:
-        row = self._base_row(item, t0)
-        row.update(status=rej.status, error=rej.reason, elapsed_ms=(time.perf_counter() - t0) * 1000.0)
+    def rejected(self, item: SourceItem, status: str, reason: str, t0: float | None = None) -> ItemResult:
+        """A `skipped` or `failed` row for an item that never reached the models."""
+        row = self._base_row(item)
+        elapsed = (time.perf_counter() - t0) * 1000.0 if t0 is not None else 0.0
+        row.update(status=status, error=reason, elapsed_ms=elapsed)
         # Skipped images are still valid files: keep them at DST so the archive stays complete.
-        return ItemResult(row=row, output=item.data if rej.status == "skipped" else None)
+        return ItemResult(row=row, output=item.data if status == "skipped" else None)
 
     def _common(self, w: _Work) -> dict[str, Any]:
-        row = self._base_row(w.item, w.started)
+        row = self._base_row(w.item)
         width, height = w.decoded.size
         row.update(width=width, height=height, format_in=w.decoded.format.lower(),
                    pred_source=w.pred_src, prob_source=w.prob_src,

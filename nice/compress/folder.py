@@ -7,7 +7,6 @@ table and a JSON summary go to `DST/_nice/<run_id>/`. Sources are only ever read
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -18,10 +17,11 @@ from typing import Any
 from tqdm import tqdm
 
 from nice.bundle import NiceModel
-from nice.codec import EXTENSIONS, KNOWN_EXTENSIONS
-from nice.compress.engine import Compressor, ItemResult, SourceItem
+from nice.compress.engine import Compressor, SourceItem
+from nice.compress.outputs import store_output
 from nice.compress.savings import write_parquet
 from nice.config import NiceConfig
+from nice.storage import LocalStore, label_of
 
 META_DIR = "_nice"
 
@@ -43,27 +43,6 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def output_relpath(rel: Path, format_out: str | None) -> Path:
-    if format_out is None or rel.suffix.lower() in KNOWN_EXTENSIONS[format_out]:
-        return rel
-    return rel.with_suffix(EXTENSIONS[format_out])
-
-
-def confined(root: Path, rel: Path) -> Path:
-    """root/rel, refusing anything that would land outside root."""
-    target = (root / rel).resolve()
-    if not target.is_relative_to(root.resolve()):
-        raise ValueError(f"{rel} escapes the destination folder")
-    return target
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def list_files(src: Path, exclude: Path | None = None) -> list[Path]:
@@ -113,21 +92,20 @@ def compress_folder(src: str | Path, dst: str | Path, model: NiceModel, cfg: Nic
     compressor = Compressor(model, cfg, run_id=run_id, device=device, batch_size=batch_size)
     files = list_files(src, exclude=dst)
     rows: list[dict[str, Any]] = []
+    saved = 0
+    out = LocalStore(dst)  # atomic writes, keys confined to DST
     bar = tqdm(total=len(files), desc="compress", unit="img", disable=not progress)
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
         items = []
         for p in chunk:
-            rel = p.relative_to(src)
-            label = None
-            if class_names and len(rel.parts) > 1 and rel.parts[-2] in class_names:
-                label = class_names.index(rel.parts[-2])
-            items.append(SourceItem(uri=str(p.resolve()), key=rel.as_posix(), data=p.read_bytes(), label=label))
+            key = p.relative_to(src).as_posix()
+            items.append(SourceItem(uri=str(p.resolve()), key=key, data=p.read_bytes(),
+                                    label=label_of(key, class_names)))
         for res in compressor.compress(items):
-            _store(dst, res)
-            rows.append(res.row)
+            rows.append(store_output(out, res))
+            saved += rows[-1]["saved_bytes"] or 0
         bar.update(len(chunk))
-        saved = sum(r["saved_bytes"] or 0 for r in rows)
         bar.set_postfix(saved=f"{saved / 1e6:.2f}MB")
     bar.close()
     meta = dst / META_DIR / run_id
@@ -135,22 +113,5 @@ def compress_folder(src: str | Path, dst: str | Path, model: NiceModel, cfg: Nic
     if savings:
         write_parquet(rows, savings)
     summary = summarise(rows, run_id, str(path))
-    _atomic_write(meta / "summary.json", json.dumps(summary.to_dict(), indent=2).encode())
+    out.put(f"{META_DIR}/{run_id}/summary.json", json.dumps(summary.to_dict(), indent=2).encode())
     return summary
-
-
-def _store(dst: Path, res: ItemResult) -> None:
-    row = res.row
-    if res.output is None:
-        return
-    rel = output_relpath(Path(row["source_key"]), res.format_out)
-    try:
-        target = confined(dst, rel)
-    except ValueError as exc:
-        row.update(status="failed", error=str(exc), output_uri=None, output_bytes=None, saved_bytes=None)
-        return
-    _atomic_write(target, res.output)
-    row["output_uri"] = str(target)
-    if row["output_bytes"] is None:
-        row.update(output_bytes=len(res.output), saved_bytes=row["source_bytes"] - len(res.output),
-                   ratio=len(res.output) / row["source_bytes"])

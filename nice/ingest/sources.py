@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from nice.storage import open_store
+from nice.storage import class_of, open_store
 
 
 @dataclass
@@ -64,7 +64,7 @@ def store_records(uri: str, endpoint_url: str | None = None) -> Iterator[Record]
         parts = PurePosixPath(obj.key).parts
         if any(p.startswith(".") for p in parts) or parts[0] == "_nice":
             continue
-        label = parts[-2] if len(parts) >= 2 else ""
+        label = class_of(obj.key)
         try:
             data = store.get(obj.key)
         except Exception as exc:  # noqa: BLE001 - reported as a reject by the caller
