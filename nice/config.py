@@ -118,6 +118,15 @@ class GuardConfig:
 
 
 @dataclass
+class PromotionConfig:
+    """Gates the evaluate step applies before moving the `champion` alias."""
+
+    max_accuracy_drop: float = 0.5  # percentage points, originals vs stored outputs
+    max_bytes_ratio: float = 0.95  # output bytes / source bytes over the evaluated archive
+    min_compressed_fraction: float = 0.0  # of evaluated images that were actually compressed
+
+
+@dataclass
 class NiceConfig:
     gates: GateConfig = field(default_factory=GateConfig)
     mixing: MixingConfig = field(default_factory=MixingConfig)
@@ -127,6 +136,7 @@ class NiceConfig:
     train_generator: MaskTrainConfig = field(default_factory=MaskTrainConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
     def __post_init__(self) -> None:
         if self.mixing.mode != "zero" and self.mixing.pool % self.gates.block:
@@ -142,8 +152,11 @@ class NiceConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def hash(self) -> str:
-        """Stable short hash of every setting (part of the savings table's idempotency key)."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """Stable short hash of every setting that shapes an output (part of the savings table's
+        idempotency key); promotion gates only decide about models, so they are left out."""
+        data = self.to_dict()
+        data.pop("promotion")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NiceConfig":
@@ -153,8 +166,22 @@ class NiceConfig:
     def load(cls, path: str | Path) -> "NiceConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+    def with_overrides(self, overrides: dict[str, Any] | None) -> "NiceConfig":
+        """A copy with a partial nested dict applied, e.g. `{"train_generator": {"epochs": 1}}`."""
+        return NiceConfig.from_dict(_deep_merge(self.to_dict(), overrides or {}))
+
     def replace(self, **sections: Any) -> "NiceConfig":
         return dataclasses.replace(self, **sections)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _from_dict(cls: type[T], data: dict[str, Any]) -> T:

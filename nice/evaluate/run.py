@@ -1,0 +1,86 @@
+"""The evaluate step: metrics from the savings table, baselines on a sample of the same
+sources, plots, an HTML report, promotion gates, and (when tracked) the champion alias."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from nice.config import PromotionConfig
+from nice.evaluate.baselines import quality_sweep
+from nice.evaluate.metrics import check_gates, savings_metrics
+from nice.evaluate.plots import mask_overlay_grid, rate_accuracy_plot
+from nice.evaluate.report import write_report
+
+
+def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str | Path,
+                     promotion: PromotionConfig | None = None, sample: int = 400, seed: int = 0,
+                     ctx: Any = None, versions: dict[str, str | None] | None = None,
+                     endpoint_url: str | None = None) -> dict[str, Any]:
+    """Evaluate a compression run; `model` is a NiceModel; `ctx` a nice.jobs.StepContext."""
+    from nice.compress.engine import unpack_mask
+    from nice.imageio import decode_image
+    from nice.jobs import StepContext
+    from nice.storage import open_store
+
+    ctx = ctx or StepContext()
+    promotion = promotion or model.config.promotion
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = pq.read_table(savings).to_pylist()
+    with ctx.step("evaluate", {"savings": str(savings), "source": source, "sample": sample,
+                               **{f"gate.{k}": v for k, v in vars(promotion).items()}}):
+        m = savings_metrics(rows)
+        gates = check_gates(m, promotion)
+
+        # Baselines and pictures on a labelled sample of the same source objects.
+        pool = [r for r in rows if r["status"] in ("compressed", "kept_original") and r.get("label") is not None]
+        picked = random.Random(seed).sample(pool, min(sample, len(pool)))
+        store = open_store(source, endpoint_url)
+        sources = [store.get(r["source_key"]) for r in picked]
+        channels = model.config.classifier.in_channels
+        curve = quality_sweep(sources, [r["label"] for r in picked], model.classifier, channels) if picked else []
+        nice_point = None
+        if picked:
+            sb = sum(r["source_bytes"] for r in picked)
+            ob = sum(r["output_bytes"] for r in picked)
+            nice_point = (ob / sb, sum(r["pred_output"] == r["label"] for r in picked) / len(picked))
+            m["sample_nice_bytes_ratio"], m["sample_nice_accuracy"] = nice_point
+        images: dict[str, Path] = {}
+        images["rate-accuracy"] = rate_accuracy_plot(curve, nice_point, out / "rate_accuracy.png")
+        shown = [(d, r) for d, r in zip(sources, picked) if r["status"] == "compressed"][:32]
+        if shown:
+            import numpy as np
+
+            pix = [np.asarray(decode_image(d).image.convert("RGB" if channels == 3 else "L")) for d, _ in shown]
+            images["masks"] = mask_overlay_grid(pix, [unpack_mask(r) for _, r in shown], model.config.gates.block,
+                                                out / "mask_overlay_grid.png",
+                                                titles=[f"{r['mask_density'] * 100:.0f}% kept, {r['ratio']:.2f}x"
+                                                        for _, r in shown])
+
+        promoted = False
+        versions = versions or {}
+        if gates.passed and ctx.tracker is not None and versions.get("generator"):
+            from nice.tracking import CLASSIFIER_MODEL, GENERATOR_MODEL
+
+            ctx.tracker.promote(GENERATOR_MODEL, versions["generator"])
+            if versions.get("classifier"):
+                ctx.tracker.promote(CLASSIFIER_MODEL, versions["classifier"])
+            promoted = True
+        gate_info = gates.to_dict() | {"promoted": promoted}
+        result = {"metrics": m, "gates": gate_info, "curve": [vars(p) for p in curve],
+                  "versions": versions, "model_uri": model.uri}
+        (out / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
+        report = write_report(out / "report.html", "NICE evaluation", m, gate_info, curve, images,
+                              context={"savings": str(savings), "source": source, "model": model.uri,
+                                       **{f"{k} version": v for k, v in versions.items() if v}})
+        ctx.log_metrics(m)
+        ctx.log_metrics({"gates_passed": int(gates.passed), "promoted": int(promoted)})
+        for p in (*images.values(), report, out / "evaluation.json"):
+            ctx.log_artifact(p, "evaluation")
+    result["report"] = str(report)
+    return result

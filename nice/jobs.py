@@ -1,0 +1,196 @@
+"""The pipeline's steps as plain library functions (the CLI and the Kubeflow components are
+thin callers): each takes paths and one NiceConfig, does its work, logs to MLflow when a
+Tracker is given, and returns a small JSON-able dict."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from nice.config import NiceConfig, colour_default
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepContext:
+    """Where a step reports: an MLflow Tracker (or none) and the pipeline run it belongs to."""
+
+    tracker: Any = None  # nice.tracking.Tracker; Any so that nice.jobs imports without mlflow
+    kfp_run_id: str = ""
+    pipeline: str = ""
+    progress: bool = True
+
+    @contextlib.contextmanager
+    def step(self, name: str, params: dict[str, Any] | None = None) -> Iterator[str | None]:
+        if self.tracker is None:
+            yield None
+            return
+        with self.tracker.step(name, self.kfp_run_id, self.pipeline, params) as run_id:
+            yield run_id
+
+    def log_metrics(self, metrics: dict[str, Any], prefix: str = "") -> None:
+        if self.tracker is None:
+            return
+        import mlflow
+
+        mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        if self.tracker is not None:
+            import mlflow
+
+            mlflow.log_artifact(str(path), folder)
+
+    def epoch_logger(self, prefix: str):  # noqa: ANN201 - EpochCallback | None
+        if self.tracker is None:
+            return None
+        from nice.tracking import log_epoch_metrics
+
+        return log_epoch_metrics(prefix)
+
+
+def base_config(channels: int, overrides: dict[str, Any] | None = None) -> NiceConfig:
+    """Grey sources get the MNIST defaults, colour sources the colour ones; then overrides."""
+    return (colour_default() if channels == 3 else NiceConfig()).with_overrides(overrides)
+
+
+def ingest_step(source: str, out: str | Path, ctx: StepContext | None = None, **options: Any) -> dict[str, Any]:
+    from nice.ingest import IngestOptions, ingest
+
+    ctx = ctx or StepContext()
+    opts = IngestOptions(progress=ctx.progress, **options)
+    with ctx.step("ingest", {"source": source, **options}):
+        art = ingest(source, out, opts)
+        m = art.manifest
+        counts = m["counts"]
+        ctx.log_metrics({f"images_{split}": n for split, n in counts.items()}
+                        | {"rejects": len(m.get("rejects") or []) if isinstance(m.get("rejects"), list)
+                           else m.get("rejects", 0) or 0})
+        ctx.log_artifact(art.path / "manifest.json", "dataset")
+    return {"path": str(art.path), "content_hash": m["content_hash"], "counts": counts,
+            "class_names": m["class_names"], "channels": m["channels"]}
+
+
+def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, Any] | None = None,
+                          ctx: StepContext | None = None) -> dict[str, Any]:
+    """Train on a dataset artifact (or a builtin name); test accuracy on the held-out split."""
+    from nice.checkpoint import save_checkpoint
+    from nice.data.arrays import make_loader
+    from nice.data.sources import BUILTIN, training_data
+    from nice.device import configure_threads
+    from nice.ingest import DatasetArtifact
+    from nice.training.classifier import train_classifier
+    from nice.training.common import predict
+
+    ctx = ctx or StepContext()
+    configure_threads()
+    train, val, names, channels = training_data(dataset)
+    cfg = base_config(channels, overrides)
+    cfg.classifier.num_classes = len(names)
+    cfg.classifier.in_channels = channels
+    with ctx.step("train-classifier", {"dataset": dataset, **_flat(cfg.classifier, "classifier."),
+                                       **_flat(cfg.train_classifier, "train.")}) as run_id:
+        res = train_classifier(cfg, train, val, on_epoch=ctx.epoch_logger("epoch_"), progress=ctx.progress)
+        final: dict[str, Any] = dict(res.final)
+        if dataset not in BUILTIN:
+            # Artifacts validate on `val` during training; report the held-out test split too.
+            preds, labels = predict(res.model, make_loader(DatasetArtifact.open(dataset).dataset("test"), 512, False),
+                                    torch.device("cpu"))
+            final = {"val_accuracy": final.pop("test_accuracy"), **final,
+                     "test_accuracy": (preds == labels).float().mean().item()}
+        save_checkpoint(out, "classifier", res.model, cfg, {**final, "class_names": names})
+        ctx.log_metrics(final)
+        version = None
+        if ctx.tracker is not None:
+            version = ctx.tracker.log_classifier(out, channels, cfg.classifier.image_size)
+    return {"checkpoint": str(out), "metrics": final, "config": cfg.to_dict(), "class_names": names,
+            "registered_version": version, "mlflow_run_id": run_id}
+
+
+def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | Path,
+                              overrides: dict[str, Any] | None = None,
+                              ctx: StepContext | None = None) -> dict[str, Any]:
+    """Train the generator against the frozen classifier; write a NICE model directory."""
+    from nice.bundle import NiceModel
+    from nice.checkpoint import load_classifier
+    from nice.data.sources import training_data
+    from nice.device import configure_threads
+    from nice.training.mask_generator import train_mask_generator
+
+    ctx = ctx or StepContext()
+    configure_threads()
+    clf, clf_cfg, _ = load_classifier(classifier)
+    train, val, names, channels = training_data(dataset)
+    # The classifier's config is the base (architecture, gates, mixing); overrides on top.
+    cfg = clf_cfg.with_overrides(overrides)
+    with ctx.step("train-mask-generator", {"dataset": dataset, **_flat(cfg.gates, "gates."),
+                                           **_flat(cfg.mixing, "mixing."), **_flat(cfg.generator, "generator."),
+                                           **_flat(cfg.train_generator, "train.")}) as run_id:
+        res = train_mask_generator(cfg, clf, train, val, on_epoch=ctx.epoch_logger("epoch_"),
+                                   progress=ctx.progress)
+        NiceModel(clf, res.model, cfg, class_names=names).save(out, res.final)
+        ctx.log_metrics(res.final)
+        version = None
+        if ctx.tracker is not None:
+            version = ctx.tracker.log_nice_model(out, channels, cfg.classifier.image_size)
+            _log_mask_grid(ctx, NiceModel.load(out), dataset)
+    return {"model_dir": str(out), "metrics": res.final, "config": cfg.to_dict(),
+            "registered_version": version, "mlflow_run_id": run_id}
+
+
+def compress_step(src: str, dst: str, model: str | Path, ctx: StepContext | None = None,
+                  overrides: dict[str, Any] | None = None, model_uri: str | None = None,
+                  **options: Any) -> dict[str, Any]:
+    """`nice compress` as a step: the whole archive in this process."""
+    from nice.bundle import resolve_model
+    from nice.compress.archive import ArchiveOptions, ArchiveRun
+    from nice.device import configure_threads
+    from nice.storage import open_store
+
+    ctx = ctx or StepContext()
+    configure_threads()
+    loaded = resolve_model(model)
+    if model_uri:
+        loaded.uri = model_uri  # rows record the registry URI, not a temporary download path
+    cfg = loaded.config.with_overrides(overrides)
+    opts = ArchiveOptions(progress=ctx.progress, **options)
+    with ctx.step("compress-archive", {"source": src, "destination": dst, "model_uri": loaded.uri,
+                                       "config_hash": cfg.hash(), "since_last": opts.since_last}):
+        summary = ArchiveRun(open_store(src), open_store(dst), loaded, cfg, opts).run()
+        data = summary.to_dict()
+        ctx.log_metrics({k: v for k, v in data.items() if k != "counts"}
+                        | {f"count_{k}": v for k, v in (data.get("counts") or {}).items()})
+        if opts.savings:
+            ctx.log_artifact(opts.savings, "savings")
+    return data
+
+
+def _flat(section: Any, prefix: str) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {f"{prefix}{k}": v for k, v in asdict(section).items()}
+
+
+def _log_mask_grid(ctx: StepContext, model: Any, dataset: str) -> None:
+    """A grid of validation images with their masks, logged as a PNG artifact."""
+    import tempfile
+
+    from nice.data.sources import training_data
+    from nice.evaluate.plots import mask_overlay_grid_from_model
+
+    _, val, _, _ = training_data(dataset)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mask_overlay_grid_from_model(model, val, Path(tmp) / "mask_overlay_grid.png")
+        ctx.log_artifact(path, "plots")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)
