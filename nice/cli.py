@@ -163,6 +163,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.direct:
+        # The product path: the train-and-compress pipeline through kfp.local, tracked in MLflow.
+        from pipeline.demo import format_report, run_demo as run_pipeline_demo
+
+        overrides = json.loads(Path(args.config).read_text()) if args.config else {}
+        if args.epochs is not None:
+            overrides.setdefault("train_generator", {})["epochs"] = args.epochs
+        if args.epochs_classifier is not None:
+            overrides.setdefault("train_classifier", {})["epochs"] = args.epochs_classifier
+        report = run_pipeline_demo(limit=args.limit or 0, config=overrides,
+                                   workdir=args.workdir)
+        print(format_report(report))
+        return 0
     from nice.demo import format_summary, run_demo
     from nice.paths import nice_home
 
@@ -171,6 +184,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     res = run_demo(workdir, cfg, limit_test=args.limit, limit_train=args.limit_train, reuse=not args.retrain)
     print(format_summary(res))
     return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The MLflow UI on 127.0.0.1 over the same store the pipeline writes to."""
+    import subprocess
+
+    from nice.tracking import default_tracking_uri
+
+    uri = args.backend_store_uri or default_tracking_uri()
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+           "--port", str(args.port)]
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it", file=sys.stderr)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,18 +264,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint-url")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("demo", help="train on MNIST and compress the MNIST test split")
-    p.add_argument("--workdir", help="default: $NICE_HOME/demo/<config hash>")
-    p.add_argument("--limit", type=int, help="compress only the first N test images")
+    p = sub.add_parser("demo", help="the train-and-compress pipeline on MNIST (kfp.local, local S3, MLflow)")
+    p.add_argument("--direct", action="store_true",
+                   help="skip Kubeflow/MLflow: train and compress a local folder with the library only")
+    p.add_argument("--workdir", help="default: $NICE_HOME/demo (with --direct: $NICE_HOME/demo/<config hash>)")
+    p.add_argument("--limit", type=int, help="use only the first N images of each split")
     p.add_argument("--limit-train", dest="limit_train", type=int, help="train on the first N training images")
     p.add_argument("--retrain", action="store_true", help="ignore models from an earlier demo run")
     p.add_argument("--epochs-classifier", dest="epochs_classifier", type=int)
     _add_config(p, train=True, codec=True)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ui", help="open the MLflow UI on 127.0.0.1 over the NICE tracking store")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--backend-store-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///$NICE_HOME/mlflow.db")
+    p.set_defaults(func=cmd_ui)
+
+    sub.add_parser("pipeline", help="run | compile | submit | schedule the Kubeflow pipelines "
+                                    "(`nice pipeline --help`)", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pipeline"]:
+        # Kubeflow lives outside the library: the pipeline CLI has its own parser.
+        from pipeline.cli import main as pipeline_main
+
+        try:
+            return pipeline_main(argv[1:])
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

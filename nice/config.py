@@ -198,8 +198,17 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
         elif isinstance(value, list):
             kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, known[name].default)
     return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    # JSON-ish transports (KFP dict parameters are protobuf Structs) turn every number into a
+    # float; an int setting given as 3.0 means 3.
+    if (isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float)
+            and value.is_integer()):
+        return int(value)
+    return value
 
 
 def mnist_default() -> NiceConfig:

@@ -10,7 +10,7 @@ def test_data_fetch_offline_finds_mnist(capsys):
 
 def test_demo_end_to_end_small(tmp_path, capsys):
     """The demo's whole path (train both models, export PNGs, compress, summary) on a slice."""
-    rc = main(["demo", "--workdir", str(tmp_path), "--limit", "40", "--limit-train", "3000",
+    rc = main(["demo", "--direct", "--workdir", str(tmp_path), "--limit", "40", "--limit-train", "3000",
                "--epochs", "1", "--epochs-classifier", "1"])
     assert rc == 0
     out = capsys.readouterr().out
@@ -21,5 +21,5 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert len(rows) == 40
     assert all(r["pred_output"] == r["pred_source"] for r in rows if r["status"] == "compressed")
     # A second run reuses the trained models instead of training again.
-    assert main(["demo", "--workdir", str(tmp_path), "--limit", "40", "--limit-train", "3000",
+    assert main(["demo", "--direct", "--workdir", str(tmp_path), "--limit", "40", "--limit-train", "3000",
                  "--epochs", "1", "--epochs-classifier", "1"]) == 0

@@ -74,10 +74,16 @@ def _read_table(store: Store, key: str) -> pa.Table | None:
         return None
 
 
-def _put_table(store: Store, key: str, rows: list[dict[str, Any]]) -> None:
+def _put_table(store: Store, key: str, rows: list[dict[str, Any]], table: pa.Table | None = None) -> None:
     buf = io.BytesIO()
-    pq.write_table(to_table(rows), buf)
+    pq.write_table(table if table is not None else to_table(rows), buf)
     store.put(key, buf.getvalue())
+
+
+def _objects_table(objects: list[ObjectInfo]) -> pa.Table:
+    return pa.table({"key": [o.key for o in objects], "size": [o.size for o in objects],
+                     "etag": [o.etag for o in objects]},
+                    schema=pa.schema([("key", pa.string()), ("size", pa.int64()), ("etag", pa.string())]))
 
 
 def _put_json(store: Store, key: str, obj: Any) -> None:
@@ -134,10 +140,10 @@ class ArchiveRun:
         table = _read_table(self.dst, f"{META}/index.parquet")
         return {r["source_key"]: r for r in table.to_pylist()} if table is not None else {}
 
-    def _committed(self) -> dict[str, dict[str, Any]]:
-        """Rows already committed by this run (when resuming)."""
+    def _committed(self, shard_prefix: str = "") -> dict[str, dict[str, Any]]:
+        """Rows already committed by this run (when resuming), for all shards or one."""
         rows: dict[str, dict[str, Any]] = {}
-        for info in self.dst.list(f"{self.prefix}/parts/"):
+        for info in self.dst.list(f"{self.prefix}/parts/{shard_prefix}"):
             table = _read_table(self.dst, info.key)
             if table is not None:
                 for r in table.to_pylist():
@@ -153,23 +159,64 @@ class ArchiveRun:
 
     # -- run --------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        """Plan, every shard in this process, finish: the whole run on one machine."""
         t0 = time.perf_counter()
+        objects = self.plan()
+        done = self._committed()
+        bar = tqdm(total=len(objects), desc="compress", unit="obj", disable=not self.opts.progress,
+                   initial=sum(1 for o in objects if o.key in done))
+        with ThreadPoolExecutor(self.opts.workers) as pool:
+            for shard in make_shards(objects, self.opts.shard_size):
+                self.process_shard(shard, done, pool, bar)
+        bar.close()
+        return self.finish(objects, done, t0)
+
+    # The three stages below are also the units a cluster fans out (pipeline `recompress`):
+    # plan once, run_shard(i) in parallel workers, finish once.
+    def plan(self) -> list[ObjectInfo]:
+        """List SRC, record the run as running and its object list; returns the objects."""
         objects = list_sources(self.src)
         manifest = _get_json(self.dst, f"{self.prefix}/manifest.json") or {
             "run_id": self.run_id, "source": self.src.uri, "destination": self.dst.uri,
             "config_hash": self.config_hash, "model_uri": self.model.uri,
             "started_at": datetime.now(timezone.utc).isoformat()}
-        manifest.update(status="running", objects_listed=len(objects))
+        manifest.update(status="running", objects_listed=len(objects), shard_size=self.opts.shard_size,
+                        shards=len(make_shards(objects, self.opts.shard_size)))
         _put_json(self.dst, f"{self.prefix}/manifest.json", manifest)
+        _put_table(self.dst, f"{self.prefix}/objects.parquet", [], _objects_table(objects))
         _put_json(self.dst, f"{META}/latest-run.json", {"run_id": self.run_id})
-        done = self._committed()
-        shards = make_shards(objects, self.opts.shard_size)
-        bar = tqdm(total=len(objects), desc="compress", unit="obj", disable=not self.opts.progress,
-                   initial=sum(1 for o in objects if o.key in done))
+        return objects
+
+    def planned_objects(self) -> list[ObjectInfo]:
+        table = _read_table(self.dst, f"{self.prefix}/objects.parquet")
+        if table is None:
+            raise FileNotFoundError(f"run {self.run_id} has no plan at {self.dst.uri_for(self.prefix)}")
+        return [ObjectInfo(r["key"], r["size"], r["etag"]) for r in table.to_pylist()]
+
+    def run_shard(self, index: int) -> int:
+        """Process one shard of a planned run (resumable like the whole run); returns its size."""
+        shards = make_shards(self.planned_objects(), self.opts.shard_size)
+        if not 0 <= index < len(shards):
+            raise IndexError(f"run {self.run_id} has {len(shards)} shards, not {index + 1}")
+        shard = shards[index]
+        done = self._committed(f"{shard.name}-")
         with ThreadPoolExecutor(self.opts.workers) as pool:
-            for shard in shards:
-                self.process_shard(shard, done, pool, bar)
-        bar.close()
+            self.process_shard(shard, done, pool, None)
+        return len(shard.objects)
+
+    def finish(self, objects: list[ObjectInfo] | None = None, done: dict[str, dict[str, Any]] | None = None,
+               t0: float | None = None) -> RunSummary:
+        """Merge every committed row, write the summary and mark the run a success."""
+        t0 = t0 if t0 is not None else time.perf_counter()
+        objects = objects if objects is not None else self.planned_objects()
+        done = done if done is not None else self._committed()
+        # With --since-last, unchanged objects get no row on purpose.
+        missing = [o.key for o in objects if o.key not in done
+                   and not (self.opts.since_last and self._is_unchanged(o))]
+        if missing:
+            raise RuntimeError(f"run {self.run_id}: {len(missing)} objects have no row yet "
+                               f"(first: {missing[0]}); run their shards before finishing")
+        manifest = _get_json(self.dst, f"{self.prefix}/manifest.json") or {}
         rows = self.merge(objects, done)
         summary = summarise(rows, self.run_id, self.dst.uri_for(f"{self.prefix}/savings.parquet"))
         summary.extra["wall_s"] = time.perf_counter() - t0

@@ -1,0 +1,83 @@
+"""`nice pipeline run | compile | submit | schedule` (dispatched from nice.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline import PIPELINES
+
+
+def _arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """Pipeline arguments from `--arg key=value` (values parsed as JSON when they parse)."""
+    out: dict[str, Any] = {}
+    for item in args.arg or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--arg {item!r}: expected key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    if args.config:
+        out["config"] = json.loads(Path(args.config).read_text())
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nice pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    for name, help_ in (("run", "run locally through kfp.local (steps are subprocesses of this Python)"),
+                        ("compile", "write the pipeline as KFP IR YAML"),
+                        ("submit", "submit one run to a Kubeflow Pipelines endpoint"),
+                        ("schedule", "create a recurring run (max_concurrency=1, no catch-up)")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("pipeline", choices=sorted(PIPELINES))
+        if name != "compile":
+            p.add_argument("--arg", action="append", metavar="KEY=VALUE",
+                           help="a pipeline parameter (repeatable), e.g. --arg archive_source=s3://b/p/")
+            p.add_argument("--config", help="JSON file with NiceConfig overrides, passed as the `config` parameter")
+        if name == "compile":
+            p.add_argument("--out", help="default: <pipeline>.yaml")
+        if name in ("submit", "schedule"):
+            p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+            p.add_argument("--experiment", default="nice")
+        if name == "schedule":
+            p.add_argument("--cron", required=True, help="5-field cron, e.g. '0 3 * * *' (KFP adds seconds)")
+            p.add_argument("--job-name")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.action == "compile":
+        from pipeline.remote import compile_pipeline
+
+        print(compile_pipeline(args.pipeline, args.out or f"{args.pipeline}.yaml"))
+        return 0
+    arguments = _arguments(args)
+    if args.action == "run":
+        from pipeline.local import run_local
+
+        run_dir = run_local(args.pipeline, arguments)
+        print(json.dumps({"pipeline": args.pipeline, "run_dir": str(run_dir),
+                          "artifacts": sorted(str(p.relative_to(run_dir)) for p in run_dir.glob("*/*")
+                                              if p.name != "executor_output.json")}, indent=2))
+        return 0
+    if args.action == "submit":
+        from pipeline.remote import submit
+
+        print(json.dumps({"run_id": submit(args.pipeline, args.host, arguments, args.experiment)}))
+        return 0
+    from pipeline.remote import schedule
+
+    print(json.dumps({"recurring_run_id": schedule(args.pipeline, args.host, args.cron, arguments,
+                                                   args.experiment, args.job_name)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,134 @@
+"""`make demo`: the full train-and-compress pipeline through kfp.local on MNIST, with the
+archive in a local S3-compatible endpoint that the demo starts, seeds and stops."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from nice.paths import nice_home
+
+BUCKET = "nice-demo"
+
+
+@dataclass
+class DemoReport:
+    run_dir: Path
+    savings: Path
+    report: Path
+    archive_folder: Path
+    metrics: dict[str, Any]
+    gates: dict[str, Any]
+    tracking_uri: str
+    champion: str | None
+    parent_run: str | None
+    child_runs: list[str] = field(default_factory=list)
+
+
+def seed_archive(folder: Path, bucket: str, prefix: str, workers: int = 16) -> int:
+    """Upload `class/file` from a local folder to s3://bucket/prefix/ (same keys)."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+
+    def put(p: Path) -> None:
+        s3.put_object(Bucket=bucket, Key=prefix + p.relative_to(folder).as_posix(), Body=p.read_bytes())
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(put, files))
+    return len(files)
+
+
+def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | None = None,
+             eval_sample: int = 400, workdir: str | Path | None = None) -> DemoReport:
+    from nice.data.sources import export_png_folder, load_builtin
+    from nice.bundle import NiceModel
+    from nice.evaluate.metrics import check_gates, savings_metrics
+    from nice.s3_local import LocalS3
+    from nice.tracking import GENERATOR_MODEL, Tracker, default_tracking_uri
+    from pipeline.local import run_local
+
+    home = nice_home().resolve()
+    workdir = Path(workdir or home / "demo").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    # The archive: the test split as PNG files, `class/name.png`, kept locally for later runs too.
+    _, test_split = load_builtin(dataset, "test", limit=limit or None)
+    folder = workdir / f"{dataset}-test-png"
+    if folder.exists():
+        shutil.rmtree(folder)
+    export_png_folder(test_split, folder, limit or None)
+    external = os.environ.get("AWS_ENDPOINT_URL")
+    server = None if external else LocalS3()
+    if server is not None:
+        server.__enter__()
+    try:
+        n = seed_archive(folder, BUCKET, "archive/")
+        print(f"seeded s3://{BUCKET}/archive/ with {n} PNG objects at {os.environ['AWS_ENDPOINT_URL']}", flush=True)
+        run_dir = run_local("train-and-compress", {
+            "dataset_source": dataset, "archive_source": f"s3://{BUCKET}/archive/",
+            "archive_destination": f"s3://{BUCKET}/compressed/", "limit": limit, "config": config or {},
+            "eval_sample": eval_sample})
+    finally:
+        if server is not None:
+            server.__exit__(None, None, None)
+    savings = workdir / "savings.parquet"
+    report = workdir / "report.html"
+    shutil.copyfile(run_dir / "compress-archive" / "savings", savings)
+    shutil.copyfile(run_dir / "evaluate" / "report", report)
+    rows = pq.read_table(savings).to_pylist()
+    metrics = savings_metrics(rows)
+    model_dir = run_dir / "train-mask-generator" / "model"
+    promotion = NiceModel.load(model_dir).config.with_overrides(config).promotion
+    gates = check_gates(metrics, promotion).to_dict()
+    tracker = Tracker(default_tracking_uri())
+    champion = tracker.alias_version(GENERATOR_MODEL)
+    parent, children = pipeline_runs(tracker, run_dir.name)
+    return DemoReport(run_dir=run_dir, savings=savings, report=report, archive_folder=folder, metrics=metrics,
+                      gates=gates, tracking_uri=tracker.uri, champion=champion, parent_run=parent,
+                      child_runs=sorted(children))
+
+
+def pipeline_runs(tracker: Any, job_name: str) -> tuple[str | None, list[str]]:
+    """The MLflow parent run of a pipeline run (kfp.local's job name = its run directory) and
+    the steps of its child runs."""
+    from nice.tracking import STEP_TAG
+
+    found = tracker.client.search_runs([tracker.experiment_id], f"tags.`nice.pipeline` = '{job_name}'")
+    if not found:
+        return None, []
+    parent = found[0].info.run_id
+    kids = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    return parent, sorted(r.data.tags.get(STEP_TAG, "") for r in kids)
+
+
+def format_report(r: DemoReport) -> str:
+    m = r.metrics
+    pct = lambda v: "n/a" if v is None else f"{v * 100:.2f}%"  # noqa: E731
+    lines = [
+        ("accuracy on the original files", pct(m["accuracy_source"])),
+        ("accuracy on the stored compressed files", pct(m["accuracy_output"])),
+        ("bytes before", f"{m['source_bytes']:,}"),
+        ("bytes after", f"{m['output_bytes']:,}  ({m['bytes_ratio']:.3f}x)"),
+        ("statuses", ", ".join(f"{k} {v:,}" for k, v in m["counts"].items())),
+        ("mean mask density (compressed)", pct(m["mean_mask_density"])),
+        ("promotion gates", "passed" if r.gates["passed"] else "failed"),
+        ("champion nice-mask-generator", f"version {r.champion}" if r.champion else "none"),
+        ("MLflow parent run", f"{r.parent_run} with {len(r.child_runs)} child runs ({', '.join(r.child_runs)})"),
+        ("savings Parquet", str(r.savings)),
+        ("report", str(r.report)),
+        ("pipeline artifacts", str(r.run_dir)),
+        ("MLflow store", r.tracking_uri),
+        ("open the UI", "nice ui   (http://127.0.0.1:5000)"),
+        ("compress again", f"MLFLOW_TRACKING_URI={r.tracking_uri} nice compress {r.archive_folder} "
+                           f"{r.archive_folder.parent / 'recompressed'} --model models:/nice-mask-generator@champion"),
+    ]
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)

@@ -1,0 +1,34 @@
+from kfp import dsl
+
+from components import compress_shard, finalize_tracking, finish_recompress, plan_recompress
+from pipeline.secrets import with_secrets
+
+
+
+@dsl.pipeline(name="recompress",
+              description="Recompress only what is new or changed in the archive since the last successful "
+                          "run, with the champion models, fanned out over shards.")
+def recompress(source: str = "s3://nice-archive/images/", destination: str = "s3://nice-archive/compressed/",
+               model_uri: str = "models:/nice-mask-generator@champion", config: dict = {},  # noqa: B006
+               since_last: bool = True, shard_size: int = 1000) -> None:
+    run_id, name = dsl.PIPELINE_JOB_ID_PLACEHOLDER, dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+    closing = with_secrets(finalize_tracking(kfp_run_id=run_id, pipeline_name=name), s3=False)
+    closing.set_caching_options(False)
+    with dsl.ExitHandler(closing, name="tracked-run"):
+        plan = with_secrets(plan_recompress(source=source, destination=destination, model_uri=model_uri,
+                                            config=config, since_last=since_last, shard_size=shard_size,
+                                            kfp_run_id=run_id, pipeline_name=name))
+        plan.set_caching_options(False)  # lists the live archive
+        # Shards run 4 at a time on a cluster (kfp.local runs them one after another).
+        with dsl.ParallelFor(items=plan.outputs["shards"], parallelism=4) as shard:
+            task = with_secrets(compress_shard(source=source, destination=destination, model_uri=model_uri,
+                                               run_id=plan.outputs["run_id"], shard=shard, config=config,
+                                               since_last=since_last, shard_size=shard_size))
+            task.set_caching_options(False)
+            task.set_retry(2)  # resumable: a retry redoes nothing already committed
+        done = with_secrets(finish_recompress(source=source, destination=destination, model_uri=model_uri,
+                                              run_id=plan.outputs["run_id"], config=config,
+                                              since_last=since_last, shard_size=shard_size, kfp_run_id=run_id,
+                                              pipeline_name=name))
+        done.after(task)
+        done.set_caching_options(False)

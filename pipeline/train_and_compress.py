@@ -1,0 +1,34 @@
+from kfp import dsl
+
+from components import compress_archive, evaluate, finalize_tracking, ingest, train_classifier, train_mask_generator
+from pipeline.secrets import with_secrets
+
+
+
+@dsl.pipeline(name="train-and-compress",
+              description="Ingest a dataset, train the classifier and the NICE mask generator, compress "
+                          "an archive with them, evaluate, and promote the models to champion when the gates pass.")
+def train_and_compress(dataset_source: str = "mnist", archive_source: str = "s3://nice-demo/archive/",
+                       archive_destination: str = "s3://nice-demo/compressed/", config: dict = {},  # noqa: B006
+                       limit: int = 0, size: int = 64, shard_size: int = 1000, eval_sample: int = 400) -> None:
+    run_id, name = dsl.PIPELINE_JOB_ID_PLACEHOLDER, dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+    done = with_secrets(finalize_tracking(kfp_run_id=run_id, pipeline_name=name), s3=False)
+    done.set_caching_options(False)
+    with dsl.ExitHandler(done, name="tracked-run"):
+        data = with_secrets(ingest(source=dataset_source, limit=limit, size=size, kfp_run_id=run_id,
+                                   pipeline_name=name))
+        clf = with_secrets(train_classifier(dataset=data.outputs["dataset"], config=config, kfp_run_id=run_id,
+                                            pipeline_name=name), s3=False)
+        gen = train_mask_generator(dataset=data.outputs["dataset"], classifier=clf.outputs["model"],
+                                   config=config, kfp_run_id=run_id, pipeline_name=name)
+        gen.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        gen.set_memory_request("8G").set_cpu_request("4")
+        with_secrets(gen, s3=False)
+        comp = with_secrets(compress_archive(source=archive_source, destination=archive_destination,
+                                             model=gen.outputs["model"], config=config, shard_size=shard_size,
+                                             kfp_run_id=run_id, pipeline_name=name))
+        comp.set_caching_options(False)  # reads the live archive
+        ev = with_secrets(evaluate(savings=comp.outputs["savings"], model=gen.outputs["model"],
+                                   classifier=clf.outputs["model"], source=archive_source, config=config,
+                                   sample=eval_sample, kfp_run_id=run_id, pipeline_name=name))
+        ev.set_caching_options(False)  # moves registry aliases
