@@ -1,6 +1,6 @@
 """Scheduled recompression fanned out over shards: plan -> compress_shard (ParallelFor) -> finish."""
 
-from typing import List, NamedTuple
+from typing import List
 
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Metrics, Output
@@ -11,10 +11,9 @@ from components.images import RUNTIME_IMAGE
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 def plan_recompress(source: str, destination: str, model_uri: str, config: dict = {},  # noqa: B006
                     since_last: bool = True, shard_size: int = 1000, kfp_run_id: str = "",
-                    pipeline_name: str = "") -> NamedTuple("Plan", [("run_id", str), ("shards", List[int])]):
-    """List the live archive and record the run's object list; returns the run id and shards."""
-    from collections import namedtuple
-
+                    pipeline_name: str = "") -> List[int]:
+    """List the live archive and record the run's object list (archive run `kfp-<KFP run id>`,
+    so that every step of this pipeline run names the same one); returns the shard indices."""
     from nice.bundle import resolve_model
     from nice.compress.archive import ArchiveOptions, ArchiveRun, make_shards
     from nice.jobs import StepContext
@@ -24,17 +23,17 @@ def plan_recompress(source: str, destination: str, model_uri: str, config: dict 
     ctx = StepContext(Tracker(), kfp_run_id, pipeline_name, progress=False)
     model = resolve_model(model_uri)
     cfg = model.config.with_overrides(config)
-    opts = ArchiveOptions(since_last=since_last, shard_size=shard_size, progress=False)
+    opts = ArchiveOptions(since_last=since_last, shard_size=shard_size, progress=False, run_id=f"kfp-{kfp_run_id}")
     with ctx.step("plan-recompress", {"source": source, "destination": destination, "model_uri": model_uri}):
         run = ArchiveRun(open_store(source), open_store(destination), model, cfg, opts)
         objects = run.plan()
         shards = list(range(len(make_shards(objects, shard_size))))
         ctx.log_metrics({"objects_listed": len(objects), "shards": len(shards)})
-    return namedtuple("Plan", ["run_id", "shards"])(run.run_id, shards)
+    return shards
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
-def compress_shard(source: str, destination: str, model_uri: str, run_id: str, shard: int,
+def compress_shard(source: str, destination: str, model_uri: str, shard: int, kfp_run_id: str,
                    config: dict = {}, since_last: bool = True, shard_size: int = 1000) -> int:  # noqa: B006
     """Compress one shard of a planned run (resumable; a retried task redoes nothing committed)."""
     from nice.bundle import resolve_model
@@ -45,12 +44,12 @@ def compress_shard(source: str, destination: str, model_uri: str, run_id: str, s
     configure_threads()
     model = resolve_model(model_uri)
     cfg = model.config.with_overrides(config)
-    opts = ArchiveOptions(since_last=since_last, shard_size=shard_size, progress=False, run_id=run_id)
+    opts = ArchiveOptions(since_last=since_last, shard_size=shard_size, progress=False, run_id=f"kfp-{kfp_run_id}")
     return ArchiveRun(open_store(source), open_store(destination), model, cfg, opts).run_shard(int(shard))
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
-def finish_recompress(source: str, destination: str, model_uri: str, run_id: str, savings: Output[Dataset],
+def finish_recompress(source: str, destination: str, model_uri: str, savings: Output[Dataset],
                       summary: Output[Metrics], report: Output[HTML], config: dict = {},  # noqa: B006
                       since_last: bool = True, shard_size: int = 1000, kfp_run_id: str = "",
                       pipeline_name: str = "") -> None:
@@ -69,6 +68,7 @@ def finish_recompress(source: str, destination: str, model_uri: str, run_id: str
     ctx = StepContext(tracker, kfp_run_id, pipeline_name, progress=False)
     model = resolve_model(model_uri)
     cfg = model.config.with_overrides(config)
+    run_id = f"kfp-{kfp_run_id}"
     opts = ArchiveOptions(since_last=since_last, shard_size=shard_size, progress=False, run_id=run_id,
                           savings=savings.path)
     with ctx.step("finish-recompress", {"run_id": run_id, "destination": destination}):

@@ -66,7 +66,7 @@ def ingest_step(source: str, out: str | Path, ctx: StepContext | None = None, **
     from nice.ingest import IngestOptions, ingest
 
     ctx = ctx or StepContext()
-    opts = IngestOptions(progress=ctx.progress, **options)
+    opts = IngestOptions(**{"progress": ctx.progress, **options})
     with ctx.step("ingest", {"source": source, **options}):
         art = ingest(source, out, opts)
         m = art.manifest
@@ -170,6 +170,10 @@ def compress_step(src: str, dst: str, model: str | Path, ctx: StepContext | None
                         | {f"count_{k}": v for k, v in (data.get("counts") or {}).items()})
         if opts.savings:
             ctx.log_artifact(opts.savings, "savings")
+        if ctx.tracker is not None:
+            import mlflow
+
+            mlflow.log_dict(data, "savings/summary.json")
     return data
 
 

@@ -20,14 +20,14 @@ def recompress(source: str = "s3://nice-archive/images/", destination: str = "s3
                                             kfp_run_id=run_id, pipeline_name=name))
         plan.set_caching_options(False)  # lists the live archive
         # Shards run 4 at a time on a cluster (kfp.local runs them one after another).
-        with dsl.ParallelFor(items=plan.outputs["shards"], parallelism=4) as shard:
+        with dsl.ParallelFor(items=plan.output, parallelism=4) as shard:
             task = with_secrets(compress_shard(source=source, destination=destination, model_uri=model_uri,
-                                               run_id=plan.outputs["run_id"], shard=shard, config=config,
+                                               shard=shard, kfp_run_id=run_id, config=config,
                                                since_last=since_last, shard_size=shard_size))
             task.set_caching_options(False)
             task.set_retry(2)  # resumable: a retry redoes nothing already committed
         done = with_secrets(finish_recompress(source=source, destination=destination, model_uri=model_uri,
-                                              run_id=plan.outputs["run_id"], config=config,
+                                              config=config,
                                               since_last=since_last, shard_size=shard_size, kfp_run_id=run_id,
                                               pipeline_name=name))
         done.after(task)

@@ -241,3 +241,37 @@ def test_crash_and_resume_on_local_folders(tmp_path, small_model, mnist_test_spl
     keys = [r["source_key"] for r in rows]
     assert len(keys) == 300 and len(set(keys)) == 300
     assert summary.extra["processed"] == 300
+
+
+def test_staged_run_plan_shards_finish(bucket, small_model, mnist_test_split):
+    """The cluster fan-out: plan once, shards in any order (each its own ArchiveRun, as in
+    separate pods), a retried shard redoes nothing, finish merges exactly once."""
+    upload_mnist(bucket, "src", mnist_test_split, 0, 120)
+    model = NiceModel.load(small_model)
+    src, dst = open_store(f"s3://{bucket}/src/"), open_store(f"s3://{bucket}/dst/")
+
+    def run():
+        return ArchiveRun(src, dst, model, opts=ArchiveOptions(shard_size=50, progress=False, run_id="kfp-abc"))
+
+    objects = run().plan()
+    assert len(objects) == 120
+    assert run().run_shard(2) == 20
+    with pytest.raises(RuntimeError, match="no row yet"):
+        run().finish()  # shards 0 and 1 have not run
+    assert run().run_shard(0) == 50 and run().run_shard(1) == 50
+    parts_before = {o.key for o in dst.list("_nice/runs/kfp-abc/parts/")}
+    run().run_shard(1)  # a retried task: everything in it is committed already
+    assert {o.key for o in dst.list("_nice/runs/kfp-abc/parts/")} == parts_before
+    with pytest.raises(IndexError):
+        run().run_shard(3)
+    summary = run().finish()
+    rows = read_merged(bucket, "kfp-abc")
+    assert sorted(r["source_key"] for r in rows) == sorted(o.key for o in objects)
+    assert summary.counts["compressed"] + summary.counts["kept_original"] == 120
+    assert json_of(dst, "_nice/last-success.json")["run_id"] == "kfp-abc"
+
+
+def json_of(store, key):
+    import json
+
+    return json.loads(store.get(key))

@@ -1,0 +1,135 @@
+"""Both pipelines end to end through kfp.local (every step a real subprocess), with the archive
+on the local S3 endpoint over HTTP and MLflow on a SQLite store."""
+
+from __future__ import annotations
+
+import io
+
+import boto3
+import mlflow
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from nice.bundle import NiceModel, resolve_model
+from nice.tracking import CLASSIFIER_MODEL, GENERATOR_MODEL, STEP_TAG, Tracker
+
+pytestmark = pytest.mark.slow
+
+LIMIT = 600
+CONFIG = {"train_classifier": {"epochs": 2}, "train_generator": {"epochs": 1},
+          # Small data: gates loose enough to promote, so that recompress can use the champion.
+          "promotion": {"max_accuracy_drop": 5.0, "max_bytes_ratio": 1.0}}
+
+
+@pytest.fixture(scope="module")
+def demo(s3_endpoint, tmp_path_factory):
+    from pipeline.demo import run_demo
+
+    home = tmp_path_factory.mktemp("nice-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NICE_HOME", str(home))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        report = run_demo(limit=LIMIT, config=CONFIG, eval_sample=100, workdir=home / "demo")
+        yield report, home
+    finally:
+        mp.undo()
+
+
+def test_train_and_compress_artifacts(demo):
+    report, home = demo
+    rows = pq.read_table(report.savings).to_pylist()
+    s3 = boto3.client("s3")
+    keys = sorted(o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket="nice-demo", Prefix="archive/")
+                  for o in p.get("Contents", []))
+    # One row per archive object, all of them seen by the models.
+    assert len(keys) == LIMIT
+    assert sorted(r["source_key"] for r in rows) == sorted(k[len("archive/"):] for k in keys)
+    assert all(r["status"] in ("compressed", "kept_original") for r in rows)
+    assert all(r["label"] is not None for r in rows)  # class folders give labels
+    compressed = [r for r in rows if r["status"] == "compressed"]
+    assert compressed, "some images must compress"
+    # Stored outputs decode and classify like their sources (checked on a sample).
+    model = NiceModel.load(report.run_dir / "train-mask-generator" / "model")
+    for r in compressed[:20]:
+        key = r["output_uri"].split("nice-demo/", 1)[1]
+        img = Image.open(io.BytesIO(s3.get_object(Bucket="nice-demo", Key=key)["Body"].read()))
+        x = np.asarray(img.convert("L"), dtype=np.float32)[None, None] / 255.0
+        import torch
+
+        with torch.no_grad():
+            assert int(model.classifier(torch.from_numpy(x)).argmax(1)) == r["pred_source"] == r["pred_output"]
+        assert r["output_bytes"] < r["source_bytes"]
+    m = report.metrics
+    assert m["objects"] == LIMIT and m["output_bytes"] <= m["source_bytes"]
+    assert m["accuracy_source"] == pytest.approx(m["accuracy_output"], abs=1e-9)  # the guard keeps predictions
+    # The report shows the gates, the baselines and the plots.
+    html = report.report.read_text()
+    assert "Rate-accuracy baselines" in html and "jpeg" in html and "data:image/png;base64," in html
+    assert "bytes ratio" in html and ("PASS" in html or "FAIL" in html)
+
+
+def test_train_and_compress_mlflow(demo):
+    report, home = demo
+    assert report.gates["passed"]
+    assert report.child_runs == ["compress-archive", "evaluate", "ingest", "train-classifier", "train-mask-generator"]
+    tracker = Tracker(report.tracking_uri)
+    parent = tracker.client.get_run(report.parent_run)
+    assert parent.info.status == "FINISHED"  # closed by the exit handler
+    kids = {r.data.tags[STEP_TAG]: r for r in tracker.client.search_runs(
+        [tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{report.parent_run}'")}
+    # Per-epoch metrics, params and artifacts where users look for them.
+    history = tracker.client.get_metric_history(kids["train-classifier"].info.run_id, "epoch_train_loss")
+    assert [h.step for h in history] == [1, 2]
+    assert kids["train-mask-generator"].data.params["gates.block"] == "1"
+    gen_artifacts = [a.path for a in tracker.client.list_artifacts(kids["train-mask-generator"].info.run_id, "plots")]
+    assert gen_artifacts == ["plots/mask_overlay_grid.png"]
+    ev_artifacts = {a.path for a in tracker.client.list_artifacts(kids["evaluate"].info.run_id, "evaluation")}
+    assert {"evaluation/report.html", "evaluation/rate_accuracy.png"} <= ev_artifacts
+    assert kids["evaluate"].data.metrics["promoted"] == 1.0
+    # Both models registered; champion points at this run's versions.
+    champion = tracker.client.get_model_version_by_alias(GENERATOR_MODEL, "champion")
+    assert champion.run_id == kids["train-mask-generator"].info.run_id
+    assert tracker.client.get_model_version_by_alias(CLASSIFIER_MODEL, "champion").run_id == \
+        kids["train-classifier"].info.run_id
+    # The champion URI loads as a NICE model (the command the demo prints afterwards).
+    mlflow.set_tracking_uri(report.tracking_uri)
+    loaded = resolve_model("models:/nice-mask-generator@champion")
+    assert loaded.config.hash() == NiceModel.load(report.run_dir / "train-mask-generator" / "model").config.hash()
+    pyfunc = mlflow.pyfunc.load_model("models:/nice-mask-generator@champion")
+    masks = pyfunc.predict(np.zeros((2, 28, 28), dtype=np.uint8))
+    assert masks.shape == (2, 28, 28) and set(np.unique(masks)) <= {0, 1}
+
+
+def test_recompress_processes_only_new_and_changed(demo, monkeypatch):
+    from pipeline.demo import pipeline_runs
+    from pipeline.local import run_local
+
+    report, home = demo
+    s3 = boto3.client("s3")
+    # 4 new objects and 2 changed ones (different bytes, hence a different ETag).
+    src = sorted(report.archive_folder.rglob("*.png"))
+    for i, p in enumerate(src[:4]):
+        s3.put_object(Bucket="nice-demo", Key=f"archive/{p.parent.name}/new-{i}.png", Body=p.read_bytes())
+    for p in src[4:6]:
+        img = Image.open(p)
+        buf = io.BytesIO()
+        Image.fromarray(255 - np.asarray(img)).save(buf, "PNG")
+        s3.put_object(Bucket="nice-demo", Key=f"archive/{p.parent.name}/{p.name}", Body=buf.getvalue())
+    run_dir = run_local("recompress", {"source": "s3://nice-demo/archive/", "destination": "s3://nice-demo/compressed/",
+                                       "model_uri": "models:/nice-mask-generator@champion", "shard_size": 250,
+                                       "since_last": True})
+    rows = pq.read_table(run_dir / "finish-recompress" / "savings").to_pylist()
+    changed = {f"{p.parent.name}/{p.name}" for p in src[4:6]}
+    new = {f"{p.parent.name}/new-{i}.png" for i, p in enumerate(src[:4])}
+    assert {r["source_key"] for r in rows} == changed | new
+    assert all(r["model_uri"] == "models:/nice-mask-generator@champion" for r in rows)
+    # The listing fanned out: 606 objects in shards of 250 -> three compress-shard tasks.
+    assert len(list(run_dir.glob("for-loop-*-iteration-*"))) == 3
+    assert "Rate-accuracy" in (run_dir / "finish-recompress" / "report").read_text()
+    tracker = Tracker(report.tracking_uri)
+    parent, steps = pipeline_runs(tracker, run_dir.name)
+    assert parent and steps == ["evaluate", "finish-recompress", "plan-recompress"]
+    assert tracker.client.get_run(parent).info.status == "FINISHED"
