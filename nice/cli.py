@@ -187,6 +187,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_champion(args: argparse.Namespace) -> int:
+    """Show the `champion` versions, or move the alias (a rollback is a move to an older version)."""
+    from nice.tracking import CLASSIFIER_MODEL, GENERATOR_MODEL, Tracker
+
+    tracker = Tracker()
+    for name, version in ((GENERATOR_MODEL, args.generator), (CLASSIFIER_MODEL, args.classifier)):
+        if version is not None:
+            try:
+                tracker.client.get_model_version(name, str(version))
+            except Exception as exc:  # noqa: BLE001 - MlflowException: say which, exit 2
+                raise ValueError(f"{name} has no version {version}") from exc
+            tracker.promote(name, str(version))
+    print(json.dumps({name: tracker.alias_version(name) for name in (GENERATOR_MODEL, CLASSIFIER_MODEL)}))
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """The MLflow UI on 127.0.0.1 over the same store the pipeline writes to."""
     import subprocess
@@ -277,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-classifier", dest="epochs_classifier", type=int)
     _add_config(p, train=True, codec=True)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("champion", help="show or move the `champion` alias of the registered models")
+    p.add_argument("--generator", type=int, help="make this nice-mask-generator version the champion")
+    p.add_argument("--classifier", type=int, help="make this nice-classifier version the champion")
+    p.set_defaults(func=cmd_champion)
 
     p = sub.add_parser("ui", help="open the MLflow UI on 127.0.0.1 over the NICE tracking store")
     p.add_argument("--port", type=int, default=5000)

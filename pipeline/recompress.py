@@ -3,6 +3,10 @@ from kfp import dsl
 from components import compress_shard, finalize_tracking, finish_recompress, plan_recompress
 from pipeline.secrets import with_secrets
 
+# Shards compressed at once on a cluster (KFP needs a constant here; kfp.local runs them one by
+# one). With max_shards=200 a 10-million-object archive becomes 200 shards of 50,000.
+PARALLELISM = 8
+
 
 
 @dsl.pipeline(name="recompress",
@@ -10,17 +14,16 @@ from pipeline.secrets import with_secrets
                           "run, with the champion models, fanned out over shards.")
 def recompress(source: str = "s3://nice-archive/images/", destination: str = "s3://nice-archive/compressed/",
                model_uri: str = "models:/nice-mask-generator@champion", config: dict = {},  # noqa: B006
-               since_last: bool = True, shard_size: int = 1000) -> None:
+               since_last: bool = True, shard_size: int = 1000, max_shards: int = 200) -> None:
     run_id, name = dsl.PIPELINE_JOB_ID_PLACEHOLDER, dsl.PIPELINE_JOB_NAME_PLACEHOLDER
     closing = with_secrets(finalize_tracking(kfp_run_id=run_id, pipeline_name=name), s3=False)
     closing.set_caching_options(False)
     with dsl.ExitHandler(closing, name="tracked-run"):
         plan = with_secrets(plan_recompress(source=source, destination=destination, model_uri=model_uri,
                                             config=config, since_last=since_last, shard_size=shard_size,
-                                            kfp_run_id=run_id, pipeline_name=name))
+                                            max_shards=max_shards, kfp_run_id=run_id, pipeline_name=name))
         plan.set_caching_options(False)  # lists the live archive
-        # Shards run 4 at a time on a cluster (kfp.local runs them one after another).
-        with dsl.ParallelFor(items=plan.output, parallelism=4) as shard:
+        with dsl.ParallelFor(items=plan.output, parallelism=PARALLELISM) as shard:
             task = with_secrets(compress_shard(source=source, destination=destination, model_uri=model_uri,
                                                shard=shard, kfp_run_id=run_id, config=config,
                                                since_last=since_last, shard_size=shard_size))

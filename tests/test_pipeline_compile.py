@@ -82,7 +82,9 @@ def test_recompress_structure(tmp_path):
     assert len(loops) == 1, "one ParallelFor over the shards"
     (loop_name, loop), = loops.items()
     assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-recompress-Output"
-    assert loop["iteratorPolicy"]["parallelismLimit"] == 4
+    from pipeline.recompress import PARALLELISM
+
+    assert loop["iteratorPolicy"]["parallelismLimit"] == PARALLELISM
     loop_dag = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert "compress-shard" in loop_dag
     assert loop_dag["compress-shard"].get("retryPolicy", {}).get("maxRetryCount") == 2

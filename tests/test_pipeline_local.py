@@ -98,6 +98,17 @@ def test_train_and_compress_mlflow(demo):
     mlflow.set_tracking_uri(report.tracking_uri)
     loaded = resolve_model("models:/nice-mask-generator@champion")
     assert loaded.config.hash() == NiceModel.load(report.run_dir / "train-mask-generator" / "model").config.hash()
+    # `nice champion` shows the alias and refuses to move it to a version that does not exist.
+    from nice.cli import main
+
+    import os
+
+    os.environ["MLFLOW_TRACKING_URI"] = report.tracking_uri
+    try:
+        assert main(["champion", "--generator", "99"]) == 2
+        assert main(["champion", "--generator", champion.version]) == 0
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     pyfunc = mlflow.pyfunc.load_model("models:/nice-mask-generator@champion")
     masks = pyfunc.predict(np.zeros((2, 28, 28), dtype=np.uint8))
     assert masks.shape == (2, 28, 28) and set(np.unique(masks)) <= {0, 1}

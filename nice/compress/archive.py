@@ -46,7 +46,8 @@ RETRYABLE = {"failed"}  # statuses whose objects are tried again by the next run
 
 @dataclass
 class ArchiveOptions:
-    shard_size: int = 1000
+    shard_size: int = 1000  # target objects per shard
+    max_shards: int | None = None  # cap on the fan-out: shards grow past shard_size to stay under it
     batch_size: int = 64
     workers: int = 8  # concurrent downloads / uploads
     since_last: bool = False  # rows only for new or changed objects
@@ -100,6 +101,15 @@ def _get_json(store: Store, key: str) -> Any | None:
 def list_sources(src: Store) -> list[ObjectInfo]:
     """Every object under SRC (paginated on S3), sorted by key, metadata folders excluded."""
     return sorted((o for o in src.list() if not o.key.startswith(META + "/")), key=lambda o: o.key)
+
+
+def shard_size_for(n_objects: int, target: int, max_shards: int | None = None) -> int:
+    """Objects per shard: `target`, grown so that at most `max_shards` shards cover the listing."""
+    if target < 1:
+        raise ValueError("shard size must be >= 1")
+    if max_shards:
+        target = max(target, -(-n_objects // max_shards))
+    return target
 
 
 def make_shards(objects: list[ObjectInfo], shard_size: int) -> list[Shard]:
@@ -176,6 +186,7 @@ class ArchiveRun:
     def plan(self) -> list[ObjectInfo]:
         """List SRC, record the run as running and its object list; returns the objects."""
         objects = list_sources(self.src)
+        self.opts.shard_size = shard_size_for(len(objects), self.opts.shard_size, self.opts.max_shards)
         manifest = _get_json(self.dst, f"{self.prefix}/manifest.json") or {
             "run_id": self.run_id, "source": self.src.uri, "destination": self.dst.uri,
             "config_hash": self.config_hash, "model_uri": self.model.uri,
@@ -191,6 +202,9 @@ class ArchiveRun:
         table = _read_table(self.dst, f"{self.prefix}/objects.parquet")
         if table is None:
             raise FileNotFoundError(f"run {self.run_id} has no plan at {self.dst.uri_for(self.prefix)}")
+        # Shards are cut as planned, whatever shard size a later step was given.
+        manifest = _get_json(self.dst, f"{self.prefix}/manifest.json") or {}
+        self.opts.shard_size = int(manifest.get("shard_size") or self.opts.shard_size)
         return [ObjectInfo(r["key"], r["size"], r["etag"]) for r in table.to_pylist()]
 
     def run_shard(self, index: int) -> int:
