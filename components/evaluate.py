@@ -1,23 +1,27 @@
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.images import RUNTIME_IMAGE
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
-def evaluate(savings: Input[Dataset], model: Input[Model], classifier: Input[Model], source: str,
-             metrics: Output[Metrics], confusion: Output[ClassificationMetrics], report: Output[HTML],
-             config: dict = {}, kfp_run_id: str = "", pipeline_name: str = "",  # noqa: B006
-             sample: int = 400) -> bool:
-    """Accuracy on originals vs stored outputs, bytes, codec baselines, plots and report; moves
-    the `champion` alias to both models only when the promotion gates pass. Returns promoted."""
+def evaluate(savings: Input[Dataset], model: Input[Model], classifier: Input[Model], dataset: Input[Dataset],
+             source: str, metrics: Output[Metrics], confusion: Output[ClassificationMetrics], report: Output[HTML],
+             benchmark_report: Output[HTML], summary: Output[Markdown], config: dict = {},  # noqa: B006
+             kfp_run_id: str = "", pipeline_name: str = "", sample: int = 400,
+             benchmark_images: int = 400) -> bool:
+    """The compression run's accuracy and bytes, NICE against every baseline on the dataset's
+    test split (rate-accuracy and explanation metrics), plots and reports; moves the `champion`
+    alias to both models only when the promotion gates pass. Returns whether it did."""
     import shutil
     import tempfile
+    from pathlib import Path
 
     import pyarrow.parquet as pq
 
     from nice.bundle import NiceModel
     from nice.evaluate.run import evaluate_savings
+    from nice.evaluate.suite import evaluate_model
     from nice.jobs import StepContext
     from nice.tracking import Tracker
 
@@ -29,9 +33,13 @@ def evaluate(savings: Input[Dataset], model: Input[Model], classifier: Input[Mod
     versions = {"generator": model.metadata.get("registered_version"),
                 "classifier": classifier.metadata.get("registered_version")}
     with tempfile.TemporaryDirectory() as tmp:
-        res = evaluate_savings(savings.path, source, nice_model, tmp, promotion, sample=sample, ctx=ctx,
-                               versions=versions)
+        bench = evaluate_model(nice_model, dataset.path, Path(tmp) / "benchmark", limit=benchmark_images or None,
+                               explain_limit=min(benchmark_images or 200, 200), progress=False)
+        res = evaluate_savings(savings.path, source, nice_model, Path(tmp) / "run", promotion, sample=sample, ctx=ctx,
+                               versions=versions, benchmark=bench)
         shutil.copyfile(res["report"], report.path)
+        shutil.copyfile(bench["report_html"], benchmark_report.path)
+        shutil.copyfile(bench["report_md"], summary.path)
     for k, v in res["metrics"].items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             metrics.log_metric(k, float(v))

@@ -187,6 +187,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nice.bundle import resolve_model
+    from nice.device import configure_threads
+    from nice.evaluate.suite import evaluate_model
+
+    configure_threads(args.threads)
+    res = evaluate_model(resolve_model(args.model), args.dataset, args.out, limit=args.limit or None,
+                         explain_limit=args.explain_limit)
+    print("\n".join(res["verdicts"]))
+    print(json.dumps({"report_html": res["report_html"], "report_md": res["report_md"],
+                      "saving_vs_best": res["saving_vs_best"], "seconds": round(res["seconds"], 1)}, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nice.bundle import resolve_model
+    from nice.evaluate.run import evaluate_savings
+
+    res = evaluate_savings(args.savings, args.source, resolve_model(args.model), args.out, sample=args.sample)
+    print("\n".join(res["gates"]["reasons"]))
+    print(json.dumps({"report": res["report"], "bytes_ratio": res["metrics"]["bytes_ratio"],
+                      "accuracy_drop_points": res["metrics"]["accuracy_drop_points"]}, indent=2))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from nice.bundle import resolve_model
+    from nice.evaluate.explain import explain_image
+
+    model = resolve_model(args.model)
+    status = 0
+    for uri in args.images:
+        try:
+            e = explain_image(model, uri, args.out)
+        except (OSError, ValueError) as exc:
+            print(json.dumps({"image": uri, "error": str(exc)}))
+            status = 1
+            continue
+        print(json.dumps(e.to_dict()))
+    return status
+
+
 def cmd_champion(args: argparse.Namespace) -> int:
     """Show the `champion` versions, or move the alias (a rollback is a move to an older version)."""
     from nice.tracking import CLASSIFIER_MODEL, GENERATOR_MODEL, Tracker
@@ -293,6 +335,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-classifier", dest="epochs_classifier", type=int)
     _add_config(p, train=True, codec=True)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate", help="NICE vs codec, oracle, downsampling and other-mask baselines; "
+                                        "explanation metrics; HTML + Markdown report")
+    p.add_argument("--model", required=True, help="model directory or MLflow URI")
+    p.add_argument("--dataset", required=True, help="mnist | fashion-mnist | a `nice ingest` artifact | class/file folder")
+    p.add_argument("--out", required=True, help="directory for report.html, report.md, benchmark.json, plots")
+    p.add_argument("--limit", type=int, default=2000, help="test images (0 = all)")
+    p.add_argument("--explain-limit", dest="explain_limit", type=int, default=500,
+                   help="images for the explanation metrics (occlusion is the slow one)")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="report on a compression run from its savings Parquet")
+    p.add_argument("--savings", required=True)
+    p.add_argument("--source", required=True, help="the run's SRC (folder or s3:// prefix)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--sample", type=int, default=400)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("explain", help="explain single images: overlay PNG, density, bytes NICE would store")
+    p.add_argument("images", nargs="+", help="local paths or s3:// URIs")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", default=".", help="where the overlay PNGs go")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("champion", help="show or move the `champion` alias of the registered models")
     p.add_argument("--generator", type=int, help="make this nice-mask-generator version the champion")

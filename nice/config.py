@@ -124,6 +124,9 @@ class PromotionConfig:
     max_accuracy_drop: float = 0.5  # percentage points, originals vs stored outputs
     max_bytes_ratio: float = 0.95  # output bytes / source bytes over the evaluated archive
     min_compressed_fraction: float = 0.0  # of evaluated images that were actually compressed
+    # Bytes NICE must save against the best baseline of the evaluation (0.2 = 20% fewer) at
+    # equal accuracy; None = not a gate (the report still shows the comparison).
+    min_saving_vs_best: float | None = None
 
 
 @dataclass

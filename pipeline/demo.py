@@ -29,6 +29,8 @@ class DemoReport:
     champion: str | None
     parent_run: str | None
     child_runs: list[str] = field(default_factory=list)
+    benchmark: Path | None = None
+    verdicts: list[str] = field(default_factory=list)
 
 
 def seed_archive(folder: Path, bucket: str, prefix: str, workers: int = 16) -> int:
@@ -48,7 +50,7 @@ def seed_archive(folder: Path, bucket: str, prefix: str, workers: int = 16) -> i
 
 
 def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | None = None,
-             eval_sample: int = 400, workdir: str | Path | None = None) -> DemoReport:
+             eval_sample: int = 400, workdir: str | Path | None = None, benchmark_images: int = 400) -> DemoReport:
     from nice.data.sources import export_png_folder, load_builtin
     from nice.bundle import NiceModel
     from nice.evaluate.metrics import check_gates, savings_metrics
@@ -75,7 +77,7 @@ def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | No
         run_dir = run_local("train-and-compress", {
             "dataset_source": dataset, "archive_source": f"s3://{BUCKET}/archive/",
             "archive_destination": f"s3://{BUCKET}/compressed/", "limit": limit, "config": config or {},
-            "eval_sample": eval_sample})
+            "eval_sample": eval_sample, "benchmark_images": benchmark_images})
     finally:
         if server is not None:
             server.__exit__(None, None, None)
@@ -83,6 +85,11 @@ def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | No
     report = workdir / "report.html"
     shutil.copyfile(run_dir / "compress-archive" / "savings", savings)
     shutil.copyfile(run_dir / "evaluate" / "report", report)
+    benchmark = workdir / "benchmark.html"
+    shutil.copyfile(run_dir / "evaluate" / "benchmark_report", benchmark)
+    summary_md = workdir / "benchmark.md"
+    shutil.copyfile(run_dir / "evaluate" / "summary", summary_md)
+    verdicts = [ln[2:] for ln in summary_md.read_text().splitlines() if ln.startswith("- ")]
     rows = pq.read_table(savings).to_pylist()
     metrics = savings_metrics(rows)
     model_dir = run_dir / "train-mask-generator" / "model"
@@ -93,7 +100,7 @@ def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | No
     parent, children = pipeline_runs(tracker, run_dir.name)
     return DemoReport(run_dir=run_dir, savings=savings, report=report, archive_folder=folder, metrics=metrics,
                       gates=gates, tracking_uri=tracker.uri, champion=champion, parent_run=parent,
-                      child_runs=sorted(children))
+                      child_runs=sorted(children), benchmark=benchmark, verdicts=verdicts)
 
 
 def pipeline_runs(tracker: Any, job_name: str) -> tuple[str | None, list[str]]:
@@ -124,6 +131,7 @@ def format_report(r: DemoReport) -> str:
         ("MLflow parent run", f"{r.parent_run} with {len(r.child_runs)} child runs ({', '.join(r.child_runs)})"),
         ("savings Parquet", str(r.savings)),
         ("report", str(r.report)),
+        ("NICE vs baselines", str(r.benchmark)),
         ("pipeline artifacts", str(r.run_dir)),
         ("MLflow store", r.tracking_uri),
         ("open the UI", "nice ui   (http://127.0.0.1:5000)"),
@@ -131,4 +139,5 @@ def format_report(r: DemoReport) -> str:
                            f"{r.archive_folder.parent / 'recompressed'} --model models:/nice-mask-generator@champion"),
     ]
     width = max(len(k) for k, _ in lines)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+    table = "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+    return table + ("\n\n" + "\n".join(f"- {v}" for v in r.verdicts) if r.verdicts else "")

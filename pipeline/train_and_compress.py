@@ -10,7 +10,8 @@ from pipeline.secrets import with_secrets
                           "an archive with them, evaluate, and promote the models to champion when the gates pass.")
 def train_and_compress(dataset_source: str = "mnist", archive_source: str = "s3://nice-demo/archive/",
                        archive_destination: str = "s3://nice-demo/compressed/", config: dict = {},  # noqa: B006
-                       limit: int = 0, size: int = 64, shard_size: int = 1000, eval_sample: int = 400) -> None:
+                       limit: int = 0, size: int = 64, shard_size: int = 1000, eval_sample: int = 400,
+                       benchmark_images: int = 400) -> None:
     run_id, name = dsl.PIPELINE_JOB_ID_PLACEHOLDER, dsl.PIPELINE_JOB_NAME_PLACEHOLDER
     done = with_secrets(finalize_tracking(kfp_run_id=run_id, pipeline_name=name), s3=False)
     done.set_caching_options(False)
@@ -29,6 +30,7 @@ def train_and_compress(dataset_source: str = "mnist", archive_source: str = "s3:
                                              kfp_run_id=run_id, pipeline_name=name))
         comp.set_caching_options(False)  # reads the live archive
         ev = with_secrets(evaluate(savings=comp.outputs["savings"], model=gen.outputs["model"],
-                                   classifier=clf.outputs["model"], source=archive_source, config=config,
-                                   sample=eval_sample, kfp_run_id=run_id, pipeline_name=name))
+                                   classifier=clf.outputs["model"], dataset=data.outputs["dataset"],
+                                   source=archive_source, config=config, sample=eval_sample,
+                                   benchmark_images=benchmark_images, kfp_run_id=run_id, pipeline_name=name))
         ev.set_caching_options(False)  # moves registry aliases

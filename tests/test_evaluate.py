@@ -87,3 +87,13 @@ def test_failed_gates_never_move_champion(small_model, tmp_path, monkeypatch):
     res = evaluate_savings(tmp_path / "savings.parquet", str(src), model, tmp_path / "eval2", loose, sample=30,
                            ctx=ctx, versions={"generator": version})
     assert res["gates"]["promoted"] and tracker.alias_version(GENERATOR_MODEL) == version
+
+
+def test_saving_vs_best_baseline_can_gate_promotion():
+    m = savings_metrics([row("compressed", 1, 1, 1, 100, 50)])
+    gate = PromotionConfig(max_accuracy_drop=1.0, max_bytes_ratio=0.9, min_saving_vs_best=0.2)
+    assert not check_gates(m, gate).passed  # no benchmark, no promotion
+    assert not check_gates(m, gate, {"saving_vs_best": 0.1}).passed
+    res = check_gates(m, gate, {"saving_vs_best": 0.25})
+    assert res.passed and "saving vs best baseline 25.0%" in res.reasons[-1]
+    assert check_gates(m, PromotionConfig(max_accuracy_drop=1.0, max_bytes_ratio=0.9), {"saving_vs_best": -3}).passed

@@ -32,7 +32,7 @@ def demo(s3_endpoint, tmp_path_factory):
     mp.setenv("NICE_HOME", str(home))
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     try:
-        report = run_demo(limit=LIMIT, config=CONFIG, eval_sample=100, workdir=home / "demo")
+        report = run_demo(limit=LIMIT, config=CONFIG, eval_sample=100, workdir=home / "demo", benchmark_images=80)
         yield report, home
     finally:
         mp.undo()
@@ -69,6 +69,11 @@ def test_train_and_compress_artifacts(demo):
     html = report.report.read_text()
     assert "Rate-accuracy baselines" in html and "jpeg" in html and "data:image/png;base64," in html
     assert "bytes ratio" in html and ("PASS" in html or "FAIL" in html)
+    # NICE against every baseline on the dataset's test split, as HTML and Markdown artifacts.
+    md = (report.run_dir / "evaluate" / "summary").read_text()
+    assert "| oracle |" in md and "| occlusion |" in md and "deletion AUC" in md
+    assert report.verdicts and any("occlusion" in v for v in report.verdicts)
+    assert "data:image/png;base64," in report.benchmark.read_text()
 
 
 def test_train_and_compress_mlflow(demo):
@@ -88,6 +93,9 @@ def test_train_and_compress_mlflow(demo):
     assert gen_artifacts == ["plots/mask_overlay_grid.png"]
     ev_artifacts = {a.path for a in tracker.client.list_artifacts(kids["evaluate"].info.run_id, "evaluation")}
     assert {"evaluation/report.html", "evaluation/rate_accuracy.png"} <= ev_artifacts
+    bench_artifacts = {a.path for a in tracker.client.list_artifacts(kids["evaluate"].info.run_id, "benchmark")}
+    assert bench_artifacts == {"benchmark/report.html", "benchmark/report.md"}
+    assert "saving_vs_best_baseline" in kids["evaluate"].data.metrics
     assert kids["evaluate"].data.metrics["promoted"] == 1.0
     # Both models registered; champion points at this run's versions.
     champion = tracker.client.get_model_version_by_alias(GENERATOR_MODEL, "champion")
@@ -106,7 +114,7 @@ def test_train_and_compress_mlflow(demo):
     os.environ["MLFLOW_TRACKING_URI"] = report.tracking_uri
     try:
         assert main(["champion", "--generator", "99"]) == 2
-        assert main(["champion", "--generator", champion.version]) == 0
+        assert main(["champion", "--generator", str(champion.version)]) == 0
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     pyfunc = mlflow.pyfunc.load_model("models:/nice-mask-generator@champion")

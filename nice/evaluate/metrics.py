@@ -52,8 +52,9 @@ class GateResult:
         return {"passed": self.passed, "reasons": self.reasons}
 
 
-def check_gates(m: dict[str, Any], gates: PromotionConfig) -> GateResult:
-    """Promotion gates: accuracy drop, bytes ratio, share actually compressed."""
+def check_gates(m: dict[str, Any], gates: PromotionConfig, benchmark: dict[str, Any] | None = None) -> GateResult:
+    """Promotion gates: accuracy drop, bytes ratio, share actually compressed, and (when
+    configured) the saving against the best baseline of the evaluation benchmark."""
     reasons, ok = [], True
     drop = m.get("accuracy_drop_points")
     if drop is None:
@@ -72,6 +73,13 @@ def check_gates(m: dict[str, Any], gates: PromotionConfig) -> GateResult:
     ok &= good
     reasons.append(f"{'PASS' if good else 'FAIL'} compressed fraction {m['compressed_fraction']:.3f} "
                    f"(min {gates.min_compressed_fraction})")
+    if gates.min_saving_vs_best is not None:
+        saving = (benchmark or {}).get("saving_vs_best")
+        good = saving is not None and saving >= gates.min_saving_vs_best
+        ok &= good
+        shown = "no benchmark" if saving is None else f"{saving * 100:.1f}%"
+        reasons.append(f"{'PASS' if good else 'FAIL'} saving vs best baseline {shown} "
+                       f"(min {gates.min_saving_vs_best * 100:.1f}%)")
     if not m["evaluated"]:
         ok = False
         reasons.append("FAIL no image was evaluated")

@@ -20,8 +20,10 @@ from nice.evaluate.report import write_report
 def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str | Path,
                      promotion: PromotionConfig | None = None, sample: int = 400, seed: int = 0,
                      ctx: Any = None, versions: dict[str, str | None] | None = None,
-                     endpoint_url: str | None = None) -> dict[str, Any]:
-    """Evaluate a compression run; `model` is a NiceModel; `ctx` a nice.jobs.StepContext."""
+                     endpoint_url: str | None = None, benchmark: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate a compression run; `model` is a NiceModel; `ctx` a nice.jobs.StepContext;
+    `benchmark` the result of `nice.evaluate.suite.evaluate_model` on the test set, if run
+    (its files are logged with this step and its saving can be a promotion gate)."""
     from nice.compress.engine import unpack_mask
     from nice.imageio import decode_image
     from nice.jobs import StepContext
@@ -35,7 +37,7 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
     with ctx.step("evaluate", {"savings": str(savings), "source": source, "sample": sample,
                                **{f"gate.{k}": v for k, v in vars(promotion).items()}}):
         m = savings_metrics(rows)
-        gates = check_gates(m, promotion)
+        gates = check_gates(m, promotion, benchmark)
 
         # Baselines and pictures on a labelled sample of the same source objects.
         pool = [r for r in rows if r["status"] in ("compressed", "kept_original") and r.get("label") is not None]
@@ -74,11 +76,19 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
         gate_info = gates.to_dict() | {"promoted": promoted}
         result = {"metrics": m, "gates": gate_info, "curve": [vars(p) for p in curve],
                   "versions": versions, "model_uri": model.uri}
+        context = {"savings": str(savings), "source": source, "model": model.uri,
+                   **{f"{k} version": v for k, v in versions.items() if v}}
+        if benchmark:
+            context.update({f"benchmark: {i + 1}": line for i, line in enumerate(benchmark.get("verdicts", []))})
+            result["benchmark"] = {k: benchmark[k] for k in ("saving_vs_best", "best_nice", "best_baseline", "verdicts")}
+            if benchmark.get("saving_vs_best") is not None:
+                m["saving_vs_best_baseline"] = benchmark["saving_vs_best"]
         (out / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
-        report = write_report(out / "report.html", "NICE evaluation", m, gate_info, curve, images,
-                              context={"savings": str(savings), "source": source, "model": model.uri,
-                                       **{f"{k} version": v for k, v in versions.items() if v}})
+        report = write_report(out / "report.html", "NICE evaluation", m, gate_info, curve, images, context=context)
         ctx.log_metrics(m)
+        for key in ("report_html", "report_md"):
+            if benchmark and benchmark.get(key):
+                ctx.log_artifact(benchmark[key], "benchmark")
         ctx.log_metrics({"gates_passed": int(gates.passed), "promoted": int(promoted)})
         for p in (*images.values(), report, out / "evaluation.json"):
             ctx.log_artifact(p, "evaluation")

@@ -1,0 +1,210 @@
+"""`nice evaluate`: the benchmark on a test set, written as JSON, plots, HTML and Markdown."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nice.evaluate.benchmark import MAX_DROP_POINTS, Benchmark, RateAccuracy, run_benchmark
+
+
+def load_test_set(spec: str, limit: int | None = None) -> tuple[list[bytes], list[int], list[str]]:
+    """Encoded test files and labels: a builtin (MNIST / Fashion-MNIST as PNG), a `nice ingest`
+    artifact's test split (its stored bytes), or a labelled folder `class/file`."""
+    from nice.data.sources import BUILTIN, load_builtin
+
+    if spec in BUILTIN:
+        _, split = load_builtin(spec, "test", limit=limit)
+        out = []
+        for img in split.images:
+            buf = io.BytesIO()
+            Image.fromarray(img, "L").save(buf, "PNG", optimize=True)
+            out.append(buf.getvalue())
+        return out, [int(v) for v in split.labels], list(split.class_names)
+    path = Path(spec)
+    if (path / "manifest.json").is_file():
+        import pyarrow.parquet as pq
+
+        from nice.ingest import DatasetArtifact
+
+        art = DatasetArtifact.open(path)
+        data, labels = [], []
+        for shard in art.shards("test"):
+            t = pq.read_table(shard, columns=["data", "label"])
+            data += t.column("data").to_pylist()
+            labels += t.column("label").to_pylist()
+            if limit and len(data) >= limit:
+                break
+        return data[:limit] if limit else data, labels[:limit] if limit else labels, art.class_names
+    if path.is_dir():
+        classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+        files = sorted((f for c in classes for f in (path / c).iterdir() if f.is_file()), key=lambda f: (f.name, f.parent.name))
+        files = files[:limit] if limit else files
+        return [f.read_bytes() for f in files], [classes.index(f.parent.name) for f in files], classes
+    raise FileNotFoundError(f"{spec}: not a builtin dataset, a dataset artifact or a labelled folder")
+
+
+def explanation_figure(model: Any, sources: Sequence[bytes], labels: Sequence[int], class_names: Sequence[str],
+                       path: str | Path, methods: Sequence[str] = ("nice", "gradcam", "integrated_gradients", "occlusion")) -> Path:
+    """One example per class: the image, each method's top blocks at NICE's density, and the
+    mixed-resolution image NICE stores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nice.evaluate.attributions import attribute, topk_mask
+    from nice.gates import upsample_gates
+    from nice.mixing import _background
+
+    picks = []
+    for c in range(len(class_names)):
+        idx = [i for i, y in enumerate(labels) if y == c]
+        if idx:
+            picks.append(idx[0])
+    picks = picks[:10]
+    ra = RateAccuracy([sources[i] for i in picks], [labels[i] for i in picks], model)
+    target = torch.from_numpy(ra.src_preds)
+    bg = _background(ra.x, model.config.mixing)
+    nice_scores = ra.nice_scores()
+    density = ra.gates.binarize(nice_scores.unsqueeze(1), model.config.guard.tau).mean(dim=(1, 2, 3))
+    masks = {m: topk_mask(nice_scores if m == "nice" else attribute(m, model, ra.x, target, bg).scores, density)
+             for m in methods}
+    mixed = ra.mixer(ra.x, ra.gates.binarize(nice_scores.unsqueeze(1), model.config.guard.tau))
+    cols = 2 + len(methods)
+    fig, axes = plt.subplots(len(picks), cols, figsize=(cols * 1.5, len(picks) * 1.5), squeeze=False)
+    block = model.config.gates.block
+    for r, i in enumerate(range(len(picks))):
+        img = ra.x[i].permute(1, 2, 0).numpy()
+        grey = img.shape[2] == 1
+        axes[r, 0].imshow(img[..., 0] if grey else img, cmap="gray" if grey else None)
+        axes[r, 0].set_title(f"{class_names[ra.labels[i]]} (pred {class_names[ra.src_preds[i]]})", fontsize=6)
+        for c, m in enumerate(methods, start=1):
+            keep = upsample_gates(masks[m][i:i + 1], block, tuple(ra.x.shape[-2:]))[0, 0].numpy().astype(bool)
+            shown = np.repeat(img, 3, axis=2) if grey else img.copy()
+            shown[~keep] = 0.3 * shown[~keep] + 0.7 * np.array([0.1, 0.2, 0.6])
+            axes[r, c].imshow(shown)
+            axes[r, c].set_title(m.replace("integrated_gradients", "IG"), fontsize=6)
+        out = mixed[i].permute(1, 2, 0).clamp(0, 1).numpy()
+        axes[r, -1].imshow(out[..., 0] if grey else out, cmap="gray" if grey else None)
+        axes[r, -1].set_title("NICE stored", fontsize=6)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def verdicts(b: Benchmark) -> list[str]:
+    """Plain sentences: does NICE win, and where does it not."""
+    lines = []
+    if b.best_nice and b.best_baseline:
+        n, base = b.best_nice, b.best_baseline
+        if b.saving_vs_best is not None and b.saving_vs_best > 0:
+            lines.append(f"NICE ({n.setting}, guarded) stores {n.bytes_ratio:.3f}x of the source bytes, "
+                         f"{b.saving_vs_best * 100:.1f}% fewer than the best baseline within a "
+                         f"{MAX_DROP_POINTS}-point accuracy drop ({base.method} {base.setting}: {base.bytes_ratio:.3f}x).")
+        else:
+            lines.append(f"NICE does NOT beat the best baseline: its best point within a {MAX_DROP_POINTS}-point "
+                         f"drop is {n.bytes_ratio:.3f}x ({n.setting}), while {base.method} {base.setting} needs "
+                         f"{base.bytes_ratio:.3f}x (NICE needs {-(b.saving_vs_best or 0) * 100:.1f}% more bytes).")
+    elif b.best_baseline:
+        lines.append("No NICE operating point stays within the accuracy budget.")
+    by = {e.method: e for e in b.explain}
+    if "nice" in by:
+        nice = by["nice"]
+        for frac in nice.preservation:
+            best = max(b.explain, key=lambda e: e.preservation.get(frac, 0))
+            if best.method == "nice":
+                lines.append(f"Keeping the top {frac} of pixels, NICE's ranking gives the highest accuracy "
+                             f"({nice.preservation[frac] * 100:.1f}%).")
+            else:
+                lines.append(f"Keeping the top {frac} of pixels, NICE is NOT the best: {best.method} "
+                             f"{best.preservation[frac] * 100:.1f}% vs NICE {nice.preservation[frac] * 100:.1f}%.")
+        if "occlusion" in by and nice.seconds_per_image > 0:
+            lines.append(f"NICE explains an image in {nice.seconds_per_image * 1000:.2f} ms, "
+                         f"{by['occlusion'].seconds_per_image / nice.seconds_per_image:.0f}x faster than occlusion.")
+    return lines
+
+
+def write_reports(b: Benchmark, out: str | Path, title: str, figures: dict[str, Path]) -> tuple[Path, Path]:
+    import base64
+    import html
+
+    out = Path(out)
+    v = verdicts(b)
+    rate_rows = sorted(b.points, key=lambda p: (p.method != "nice", p.method, p.bytes_ratio))
+    md = [f"# {title}", "", f"{b.images} test images, source accuracy {b.source_accuracy * 100:.2f}%, "
+          f"{b.source_bytes:,} source bytes, {b.seconds:.0f} s.", ""]
+    md += [f"- {line}" for line in v] + ["", "## Rate vs accuracy (same images, same classifier)", "",
+                                         "| method | setting | guarded | bytes ratio | accuracy | drop (points) | flips | kept source |",
+                                         "|---|---|---|---|---|---|---|---|"]
+    md += [f"| {p.method} | {p.setting} | {'yes' if p.guarded else 'no'} | {p.bytes_ratio:.3f} | "
+           f"{p.accuracy * 100:.2f}% | {p.drop_points:+.2f} | {p.flips} | {p.kept} |" for p in rate_rows]
+    md += ["", "## Explanations (deletion lower is better, insertion higher is better)", "",
+           "| method | deletion AUC | insertion AUC | top 5% | top 10% | top 20% | ms / image |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {e.method} | {e.deletion_auc:.3f} | {e.insertion_auc:.3f} | "
+           + " | ".join(f"{e.preservation.get(k, float('nan')) * 100:.1f}%" for k in ("5%", "10%", "20%"))
+           + f" | {e.seconds_per_image * 1000:.2f} |" for e in b.explain]
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(md) + "\n")
+    body = "".join(f"<li>{html.escape(line)}</li>" for line in v)
+    tables = _md_tables_to_html(md)
+    figs = "".join(f"<figure><img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
+                   f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, p in figures.items())
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+           "body{font-family:sans-serif;max-width:1100px;margin:2em auto} table{border-collapse:collapse}"
+           "td,th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%}</style></head><body>"
+           f"<h1>{html.escape(title)}</h1><ul>{body}</ul>{tables}{figs}</body></html>")
+    html_path = out / "report.html"
+    html_path.write_text(doc)
+    return html_path, md_path
+
+
+def _md_tables_to_html(md: list[str]) -> str:
+    import html
+
+    parts, rows = [], []
+    for line in md:
+        if line.startswith("## "):
+            parts.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("|") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tag = "th" if not rows else "td"
+            rows.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+        elif rows and not line.startswith("|"):
+            parts.append("<table>" + "".join(rows) + "</table>")
+            rows = []
+    if rows:
+        parts.append("<table>" + "".join(rows) + "</table>")
+    return "".join(parts)
+
+
+def evaluate_model(model: Any, spec: str, out: str | Path, limit: int | None = 2000, explain_limit: int = 500,
+                   progress: bool = True) -> dict[str, Any]:
+    from nice.evaluate.plots import rate_accuracy_plot
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sources, labels, names = load_test_set(spec, limit)
+    b = run_benchmark(sources, labels, model, explain_limit=explain_limit, progress=progress)
+    # Mixed-resolution methods as the product stores them (guarded), codec baselines as they are.
+    shown = [p for p in b.points if p.guarded or p.density is None]
+    best = b.best_nice
+    figures = {"rate vs accuracy": rate_accuracy_plot(
+        shown, (best.bytes_ratio, best.accuracy) if best else None, out / "rate_accuracy.png",
+        title=f"{spec}: bytes vs accuracy, {b.images} images")}
+    figures["examples per class"] = explanation_figure(model, sources, labels, names, out / "explanations.png")
+    html_path, md_path = write_reports(b, out, f"NICE evaluation: {spec}", figures)
+    result = b.to_dict() | {"verdicts": verdicts(b), "report_html": str(html_path), "report_md": str(md_path),
+                            "dataset": spec, "model": model.uri}
+    (out / "benchmark.json").write_text(json.dumps(result, indent=2, default=str))
+    return result

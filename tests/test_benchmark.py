@@ -1,0 +1,130 @@
+"""The evaluation against baselines and the explanation metrics, on real MNIST files."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nice.bundle import NiceModel
+from nice.evaluate.attributions import topk_mask
+from nice.evaluate.benchmark import MAX_DROP_POINTS, run_benchmark
+from nice.evaluate.suite import load_test_set
+
+pytestmark = pytest.mark.slow
+N = 120
+
+
+@pytest.fixture(scope="module")
+def bench(small_model):
+    sources, labels, _ = load_test_set("mnist", N)
+    model = NiceModel.load(small_model)
+    return run_benchmark(sources, labels, model, explain_limit=60), sources, labels, model
+
+
+def test_every_method_on_the_same_images(bench):
+    b, sources, labels, model = bench
+    assert b.images == N and b.source_bytes == sum(len(s) for s in sources)
+    got = {(p.method, p.setting, p.guarded) for p in b.points}
+    for tau in (0.3, 0.5, 0.7, 0.9):
+        assert ("nice", f"tau {tau}", True) in got and ("nice", f"tau {tau}", False) in got
+    for m in ("centre", "random", "gradcam", "saliency", "integrated_gradients"):
+        assert (m, "NICE density (tau 0.5)", True) in got
+    for fmt in ("jpeg", "webp"):
+        assert {s for mth, s, _ in got if mth == fmt} == {"q5", "q10", "q20", "q30", "q50", "q70", "q90"}
+    assert {s for mth, s, _ in got if mth in ("downsample", "posterize")} == {"1/2", "1/4", "2 levels PNG", "4 levels PNG"}
+    assert any(m == "oracle" for m, _, _ in got)
+
+
+def test_guarded_paths_never_flip_and_oracle_is_per_image_optimal(bench):
+    b, sources, labels, model = bench
+    for p in b.points:
+        if p.guarded:
+            assert p.flips == 0 and p.drop_points == pytest.approx(0.0), p
+            assert p.bytes_ratio <= 1.0 + 1e-9
+    oracle = next(p for p in b.points if p.method == "oracle")
+    jpeg = [p for p in b.points if p.method == "jpeg"]
+    # Per image the lowest quality that keeps the prediction cannot cost more than any one
+    # global quality that happens to keep every prediction.
+    for p in jpeg:
+        if p.flips == 0:
+            assert oracle.bytes_ratio <= p.bytes_ratio + 1e-9
+
+
+def test_codec_point_is_real_encoded_bytes(bench):
+    b, sources, labels, model = bench
+    total = 0
+    for s in sources:
+        img = Image.open(io.BytesIO(s)).convert("L")
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=50, optimize=True)
+        total += buf.tell()
+    p = next(p for p in b.points if p.method == "jpeg" and p.setting == "q50")
+    assert p.bytes_ratio == pytest.approx(total / b.source_bytes)
+
+
+def test_other_masks_use_nices_density_and_best_baseline_is_right(bench):
+    b, *_ = bench
+    nice = next(p for p in b.points if p.method == "nice" and p.setting == "tau 0.5" and not p.guarded)
+    for m in ("centre", "random", "gradcam"):
+        other = next(p for p in b.points if p.method == m and not p.guarded)
+        assert other.density == pytest.approx(nice.density, abs=0.01)
+    ok = [p for p in b.points if p.method != "nice" and p.drop_points <= MAX_DROP_POINTS]
+    assert b.best_baseline.bytes_ratio == min(p.bytes_ratio for p in ok)
+    assert b.saving_vs_best == pytest.approx(1 - b.best_nice.bytes_ratio / b.best_baseline.bytes_ratio)
+
+
+def test_explanation_metrics(bench):
+    b, *_ = bench
+    by = {e.method: e for e in b.explain}
+    assert set(by) == {"nice", "gradcam", "integrated_gradients", "saliency", "occlusion"}
+    for e in by.values():
+        assert 0 <= e.deletion_auc <= 1 and 0 <= e.insertion_auc <= 1
+        assert set(e.preservation) == {"5%", "10%", "20%"}
+        assert e.preservation["5%"] <= e.preservation["20%"] + 0.05
+    assert 0 < by["nice"].sparsity < 1
+    assert by["nice"].seconds_per_image < by["occlusion"].seconds_per_image
+
+
+def test_topk_mask_keeps_the_highest_blocks():
+    scores = torch.tensor([[[0.1, 0.9], [0.5, 0.3]]])
+    assert topk_mask(scores, 0.5)[0, 0].tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    assert topk_mask(scores, 0.0).sum() == 0 and topk_mask(scores, 1.0).sum() == 4
+    per_image = topk_mask(torch.rand(3, 4, 4), torch.tensor([0.25, 0.5, 1.0]))
+    assert per_image.sum(dim=(1, 2, 3)).tolist() == [4.0, 8.0, 16.0]
+
+
+def test_cli_evaluate_report_and_explain(small_model, tmp_path, capsys):
+    from nice.cli import main
+
+    assert main(["evaluate", "--model", str(small_model), "--dataset", "mnist", "--out", str(tmp_path / "ev"),
+                 "--limit", "60", "--explain-limit", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "NICE" in out and "faster than occlusion" in out
+    md = (tmp_path / "ev" / "report.md").read_text()
+    for word in ("oracle", "downsample", "posterize", "webp", "gradcam", "integrated_gradients", "occlusion",
+                 "deletion AUC"):
+        assert word in md
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+    data = json.loads((tmp_path / "ev" / "benchmark.json").read_text())
+    assert data["images"] == 60 and data["verdicts"]
+
+    # nice explain: overlay + numbers for good files, an error line (exit 1) for a bad one.
+    sources, labels, _ = load_test_set("mnist", 2)
+    good = tmp_path / "seven.png"
+    good.write_bytes(sources[0])
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(sources[1][:40])
+    rc = main(["explain", str(good), str(bad), "--model", str(small_model), "--out", str(tmp_path / "ex")])
+    assert rc == 1
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert lines[0]["predicted"] in [str(i) for i in range(10)] and 0 < lines[0]["mask_density"] < 1
+    assert lines[0]["compressed_bytes"] <= lines[0]["source_bytes"]
+    assert Image.open(lines[0]["overlay"]).size[0] > 300
+    assert "error" in lines[1] and not (tmp_path / "ex" / "broken.explain.png").exists()
+    assert np.asarray(Image.open(io.BytesIO(good.read_bytes()))).shape == (28, 28)  # source untouched
