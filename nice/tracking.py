@@ -85,23 +85,13 @@ class Tracker:
     # -- models -----------------------------------------------------------------------
     def log_classifier(self, checkpoint: str | Path, in_channels: int, image_size: int) -> str:
         """Log a classifier checkpoint as a pyfunc model, register it; returns the version."""
-        import mlflow.pyfunc
-
-        info = mlflow.pyfunc.log_model(
-            name="classifier", python_model=_code_path("classifier_model.py"), artifacts={"checkpoint": str(checkpoint)},
-            input_example=_example(in_channels, image_size), pip_requirements=_requirements(),
-            registered_model_name=CLASSIFIER_MODEL)
-        return str(info.registered_model_version)
+        return _log_pyfunc("classifier", "classifier_model.py", {"checkpoint": str(checkpoint)},
+                           CLASSIFIER_MODEL, in_channels, image_size)
 
     def log_nice_model(self, model_dir: str | Path, in_channels: int, image_size: int) -> str:
         """Log a NICE model directory (generator + its classifier) and register it."""
-        import mlflow.pyfunc
-
-        info = mlflow.pyfunc.log_model(
-            name="mask_generator", python_model=_code_path("mask_generator_model.py"), artifacts={"nice_model": str(model_dir)},
-            input_example=_example(in_channels, image_size), pip_requirements=_requirements(),
-            registered_model_name=GENERATOR_MODEL)
-        return str(info.registered_model_version)
+        return _log_pyfunc("mask_generator", "mask_generator_model.py", {"nice_model": str(model_dir)},
+                           GENERATOR_MODEL, in_channels, image_size)
 
     def promote(self, name: str, version: str, alias: str = CHAMPION) -> None:
         self.client.set_registered_model_alias(name, alias, str(version))
@@ -113,10 +103,13 @@ class Tracker:
             return None
 
 
-def log_figure_png(path: str | Path, artifact_dir: str = "plots") -> None:
-    import mlflow
+def _log_pyfunc(name: str, code: str, artifacts: dict[str, str], registered: str, channels: int, size: int) -> str:
+    import mlflow.pyfunc
 
-    mlflow.log_artifact(str(path), artifact_dir)
+    info = mlflow.pyfunc.log_model(name=name, python_model=_code_path(code), artifacts=artifacts,
+                                   input_example=_example(channels, size), pip_requirements=_requirements(),
+                                   registered_model_name=registered)
+    return str(info.registered_model_version)
 
 
 def log_epoch_metrics(prefix: str):  # noqa: ANN201 - an EpochCallback
