@@ -37,7 +37,8 @@ def test_every_method_on_the_same_images(bench):
     for fmt in ("jpeg", "webp"):
         assert {s for mth, s, _ in got if mth == fmt} == {"q5", "q10", "q20", "q30", "q50", "q70", "q90"}
     assert {s for mth, s, _ in got if mth in ("downsample", "posterize")} == {"1/2", "1/4", "2 levels PNG", "4 levels PNG"}
-    assert any(m == "oracle" for m, _, _ in got)
+    assert any(m == "oracle" for m, _, _ in got) and any(m == "oracle-webp" for m, _, _ in got)
+    assert ("nice", "tau 0.5 + lowest JPEG q", True) in got and ("nice", "tau 0.5 + lowest WEBP q", True) in got
 
 
 def test_guarded_paths_never_flip_and_oracle_is_per_image_optimal(bench):

@@ -184,23 +184,29 @@ class RateAccuracy:
             out.append(self._point(fmt.lower(), f"q{q}", np.array(sizes), self.clf.preds(back)))
         return out
 
-    def oracle(self, lo: int = 1, hi: int = 95) -> RatePoint:
-        """Per image, the lowest JPEG quality whose decode keeps the source prediction (binary
-        search, all images in lockstep), never more bytes than the source."""
-        n = len(self.pixels)
+    def oracle(self, fmt: str = "JPEG") -> RatePoint:
+        """Per image, the lowest quality whose decode keeps the source prediction."""
+        return self.search(self.pixels, fmt, "oracle" if fmt == "JPEG" else f"oracle-{fmt.lower()}",
+                           f"lowest {fmt} q keeping the prediction")
+
+    def search(self, pixels: np.ndarray, fmt: str, method: str, setting: str, lo: int = 1, hi: int = 95,
+               density: float | None = None) -> RatePoint:
+        """Binary search, all images in lockstep, for the lowest `fmt` quality of `pixels` whose
+        decode keeps the source prediction; never more bytes than the source (then it is kept)."""
+        n = len(pixels)
         lo_a, hi_a = np.full(n, lo), np.full(n, hi)
         best_size = self.src_bytes.astype(np.int64).copy()
         mode = "RGB" if self.channels == 3 else "L"
+        extra = {"optimize": True} if fmt == "JPEG" else {"method": 4}
         cache: dict[tuple[int, int], tuple[int, np.ndarray]] = {}
 
         def probe(i: int, q: int) -> tuple[int, np.ndarray]:
             if (i, q) not in cache:
                 buf = io.BytesIO()
-                Image.fromarray(self.pixels[i], mode).save(buf, "JPEG", quality=int(q), optimize=True)
+                Image.fromarray(pixels[i], mode).save(buf, fmt, quality=int(q), **extra)
                 cache[(i, q)] = (buf.tell(), _pixels(Image.open(io.BytesIO(buf.getvalue())), self.channels))
             return cache[(i, q)]
 
-        # The top quality first: images it cannot keep stay as the source.
         while (lo_a <= hi_a).any():
             idx = np.flatnonzero(lo_a <= hi_a)
             mid = (lo_a[idx] + hi_a[idx]) // 2
@@ -213,8 +219,8 @@ class RateAccuracy:
             hi_a[idx[ok]] = mid[ok] - 1
             lo_a[idx[~ok]] = mid[~ok] + 1
         # Every stored image keeps its prediction (the source where no quality did).
-        return self._point("oracle", "lowest JPEG q keeping the prediction", best_size, self.src_preds.copy(),
-                           guarded=True, kept=int((best_size == self.src_bytes).sum()))
+        return self._point(method, setting, best_size, self.src_preds.copy(), guarded=True,
+                           kept=int((best_size == self.src_bytes).sum()), density=density)
 
     def downsample(self, factor: int) -> RatePoint:
         h, w = self.pixels.shape[1:3]
@@ -313,7 +319,13 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model, taus: 
     for fmt in ("JPEG", "WEBP"):
         points += ra.quality_sweep(fmt, qualities)
     say("quality sweeps done")
-    points.append(ra.oracle())
+    points += [ra.oracle("JPEG"), ra.oracle("WEBP")]
+    # NICE with the same per-image search: the mixed image at the lowest quality that keeps
+    # the prediction (the fair match for the oracles).
+    z0 = ra.gates.binarize(nice.unsqueeze(1), tau0)
+    mixed_pixels = _to_uint8(ra.mixer(ra.x, z0))
+    for fmt in ("JPEG", "WEBP"):
+        points.append(ra.search(mixed_pixels, fmt, "nice", f"tau {tau0} + lowest {fmt} q", density=float(density.mean())))
     points += [ra.downsample(2), ra.downsample(4)]
     if ra.channels == 1:
         points += [ra.posterize(2), ra.posterize(4)]
