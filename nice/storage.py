@@ -5,7 +5,10 @@ S3 prefix through boto3 (AWS, MinIO, Ceph, moto), with the standard credential c
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +26,23 @@ class ObjectInfo:
 
 class StoreError(RuntimeError):
     pass
+
+
+log = logging.getLogger(__name__)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors worth another try: bad reads, dropped connections, throttling, 5xx."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, StoreError):
+        return True  # short read or checksum mismatch: the bytes were damaged on the way
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return status >= 500 or err.get("Code") in ("SlowDown", "Throttling", "RequestTimeout", "InternalError")
+    return isinstance(exc, (BotoCoreError, ConnectionError, TimeoutError)) or type(exc).__name__ in (
+        "ProtocolError", "IncompleteRead", "ReadTimeoutError")
 
 
 class Store(Protocol):
@@ -106,14 +126,23 @@ class LocalStore:
 class S3Store:
     """`s3://bucket/prefix/`. Objects appear atomically on S3, so a put is never partial."""
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, client=None) -> None:
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, client=None,
+                 attempts: int = 4) -> None:
         import boto3
+        from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.uri = f"s3://{bucket}/{self.prefix}"
+        self.attempts = attempts  # our own tries per object, on top of botocore's per request
+        self.retries = 0  # objects read again after a damaged or failed read (for run summaries)
         # boto3 resolves credentials (env, profile, IMDS, IRSA) and AWS_ENDPOINT_URL itself.
-        self.client = client or boto3.client("s3", endpoint_url=endpoint_url or None)
+        # Retries: botocore's adaptive mode (backoff + client-side rate limiting on throttling)
+        # unless AWS_RETRY_MODE / AWS_MAX_ATTEMPTS say otherwise.
+        config = Config(retries={"mode": os.environ.get("AWS_RETRY_MODE", "adaptive"),
+                                 "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "8"))},
+                        connect_timeout=10, read_timeout=60, max_pool_connections=32)
+        self.client = client or boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -127,6 +156,22 @@ class S3Store:
                                  last_modified=obj.get("LastModified"))
 
     def get(self, key: str) -> bytes:
+        """The object's bytes, verified (length, and MD5 where the ETag is one); damaged or
+        failed reads are retried with backoff, `attempts` times in all."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self._get_once(key)
+            except FileNotFoundError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - sorted by _transient
+                if attempt == self.attempts or not _transient(exc):
+                    raise
+                self.retries += 1
+                log.info("retrying %s after %s (attempt %d)", key, type(exc).__name__, attempt)
+                time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def _get_once(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
 
         try:

@@ -235,6 +235,7 @@ class ArchiveRun:
         summary = summarise(rows, self.run_id, self.dst.uri_for(f"{self.prefix}/savings.parquet"))
         summary.extra["wall_s"] = time.perf_counter() - t0
         summary.extra["processed"] = sum(1 for r in rows if not _carried(r))
+        summary.extra["source_read_retries"] = getattr(self.src, "retries", 0)
         _put_json(self.dst, f"{self.prefix}/summary.json", summary.to_dict())
         manifest.update(status="succeeded", finished_at=datetime.now(timezone.utc).isoformat())
         _put_json(self.dst, f"{self.prefix}/manifest.json", manifest)
