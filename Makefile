@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 export NICE_HOME ?= $(CURDIR)/.nice
 
-.PHONY: venv data tools test demo images clean
+.PHONY: venv data tools test demo soak images clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ test: data tools
 
 demo: data
 	$(PY) -m nice demo
+
+# 20,000 objects through a proxy injecting 5% faults, then without faults (outside `make test`).
+soak: data
+	$(PY) bench/soak.py --objects 20000 --faults 0.05
 
 # Container images (needs Docker); names and tags come from components/images.py.
 images: $(STAMP)
