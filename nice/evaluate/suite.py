@@ -129,6 +129,9 @@ def verdicts(b: Benchmark) -> list[str]:
             else:
                 lines.append(f"Keeping the top {frac} of pixels, NICE is NOT the best: {best.method} "
                              f"{best.preservation[frac] * 100:.1f}% vs NICE {nice.preservation[frac] * 100:.1f}%.")
+        if nice.sparsity is not None:
+            lines.append(f"NICE's masks keep {nice.sparsity * 100:.1f}% of the gate blocks at the model's tau "
+                         f"(the density the other masks were given).")
         if "occlusion" in by and nice.seconds_per_image > 0:
             lines.append(f"NICE explains an image in {nice.seconds_per_image * 1000:.2f} ms, "
                          f"{by['occlusion'].seconds_per_image / nice.seconds_per_image:.0f}x faster than occlusion.")
