@@ -5,7 +5,6 @@ Tracker is given, and returns a small JSON-able dict."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +194,3 @@ def _log_mask_grid(ctx: StepContext, model: Any, dataset: str) -> None:
         path = mask_overlay_grid_from_model(model, val, Path(tmp) / "mask_overlay_grid.png")
         ctx.log_artifact(path, "plots")
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)
