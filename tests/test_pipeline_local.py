@@ -152,3 +152,29 @@ def test_recompress_processes_only_new_and_changed(demo, monkeypatch):
     parent, steps = pipeline_runs(tracker, run_dir.name)
     assert parent and steps == ["evaluate", "finish-recompress", "plan-recompress"]
     assert tracker.client.get_run(parent).info.status == "FINISHED"
+
+
+def test_no_credentials_in_any_output(demo):
+    """The S3 keys the run used appear nowhere it wrote: pipeline artifacts and executor
+    outputs, the MLflow store (params, tags, metrics) and its artifacts, the demo's copies, and
+    the run state, Parquet and objects at DST."""
+    import os
+
+    report, home = demo
+    secrets = [os.environ["AWS_SECRET_ACCESS_KEY"].encode(), os.environ["AWS_ACCESS_KEY_ID"].encode()]
+    assert all(len(s) >= 8 for s in secrets)
+    files = [p for p in home.rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in files) and any("pipeline-root" in p.parts for p in files)
+    for p in files:
+        data = p.read_bytes()
+        for s in secrets:
+            assert s not in data, f"credential found in {p}"
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="nice-demo", Prefix="compressed/")
+            for o in page.get("Contents", [])]
+    assert any(k.startswith("compressed/_nice/") for k in keys)
+    for key in keys:
+        obj = s3.get_object(Bucket="nice-demo", Key=key)
+        blob = obj["Body"].read() + repr(obj.get("Metadata", {})).encode()
+        for s in secrets:
+            assert s not in blob, f"credential found in s3://nice-demo/{key}"
