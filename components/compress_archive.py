@@ -10,17 +10,14 @@ def compress_archive(source: str, destination: str, model: Input[Model], savings
                      shard_size: int = 1000, kfp_run_id: str = "", pipeline_name: str = "") -> None:
     """Compress every object under `source` into `destination` (resumable, idempotent), write
     the per-image savings Parquet."""
-    from nice.jobs import StepContext, compress_step
+    from nice.jobs import StepContext, compress_step, summary_metrics
     from nice.tracking import Tracker
 
     ctx = StepContext(Tracker(), kfp_run_id, pipeline_name, progress=False)
     res = compress_step(source, destination, model.path, ctx, config,
                         model_uri=model.metadata.get("mlflow_uri") or model.uri,
                         since_last=since_last, shard_size=shard_size, savings=savings.path)
-    for k, v in res.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            summary.log_metric(k, float(v))
-    for k, v in (res.get("counts") or {}).items():
-        summary.log_metric(f"count_{k}", float(v))
+    for k, v in summary_metrics(res).items():
+        summary.log_metric(k, v)
     savings.metadata.update({"run_id": res["run_id"], "destination": destination, "source": source,
                              "rows": sum((res.get("counts") or {}).values())})

@@ -61,7 +61,7 @@ def finish_recompress(source: str, destination: str, model_uri: str, savings: Ou
     from nice.bundle import resolve_model
     from nice.compress.archive import ArchiveOptions, ArchiveRun
     from nice.evaluate.run import evaluate_savings
-    from nice.jobs import StepContext
+    from nice.jobs import StepContext, summary_metrics
     from nice.storage import open_store
     from nice.tracking import Tracker
 
@@ -74,12 +74,9 @@ def finish_recompress(source: str, destination: str, model_uri: str, savings: Ou
                           savings=savings.path)
     with ctx.step("finish-recompress", {"run_id": run_id, "destination": destination}):
         res = ArchiveRun(open_store(source), open_store(destination), model, cfg, opts).finish().to_dict()
-        ctx.log_metrics({k: v for k, v in res.items() if k != "counts"})
-    for k, v in res.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            summary.log_metric(k, float(v))
-    for k, v in (res.get("counts") or {}).items():
-        summary.log_metric(f"count_{k}", float(v))
+        ctx.log_metrics(summary_metrics(res))
+    for k, v in summary_metrics(res).items():
+        summary.log_metric(k, v)
     savings.metadata.update({"run_id": run_id, "destination": destination})
     with tempfile.TemporaryDirectory() as tmp:
         ev = evaluate_savings(savings.path, source, model, tmp, cfg.promotion, sample=200, ctx=ctx)

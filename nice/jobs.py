@@ -135,12 +135,13 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
                                            **_flat(cfg.train_generator, "train.")}) as run_id:
         res = train_mask_generator(cfg, clf, train, val, on_epoch=ctx.epoch_logger("epoch_"),
                                    progress=ctx.progress)
-        NiceModel(clf, res.model, cfg, class_names=names).save(out, res.final)
+        nice_model = NiceModel(clf, res.model, cfg, class_names=names)
+        nice_model.save(out, res.final)
         ctx.log_metrics(res.final)
         version = None
         if ctx.tracker is not None:
             version = ctx.tracker.log_nice_model(out, channels, cfg.classifier.image_size)
-            _log_mask_grid(ctx, NiceModel.load(out), dataset)
+            _log_mask_grid(ctx, nice_model, val)
     return {"model_dir": str(out), "metrics": res.final, "config": cfg.to_dict(),
             "registered_version": version, "mlflow_run_id": run_id}
 
@@ -165,8 +166,7 @@ def compress_step(src: str, dst: str, model: str | Path, ctx: StepContext | None
                                        "config_hash": cfg.hash(), "since_last": opts.since_last}):
         summary = ArchiveRun(open_store(src), open_store(dst), loaded, cfg, opts).run()
         data = summary.to_dict()
-        ctx.log_metrics({k: v for k, v in data.items() if k != "counts"}
-                        | {f"count_{k}": v for k, v in (data.get("counts") or {}).items()})
+        ctx.log_metrics(summary_metrics(data))
         if opts.savings:
             ctx.log_artifact(opts.savings, "savings")
         if ctx.tracker is not None:
@@ -176,20 +176,24 @@ def compress_step(src: str, dst: str, model: str | Path, ctx: StepContext | None
     return data
 
 
+def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """A run summary's numbers as flat metrics: its numeric fields and `count_<status>`."""
+    out = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return out | {f"count_{k}": float(v) for k, v in (summary.get("counts") or {}).items()}
+
+
 def _flat(section: Any, prefix: str) -> dict[str, Any]:
     from dataclasses import asdict
 
     return {f"{prefix}{k}": v for k, v in asdict(section).items()}
 
 
-def _log_mask_grid(ctx: StepContext, model: Any, dataset: str) -> None:
+def _log_mask_grid(ctx: StepContext, model: Any, val: Any) -> None:
     """A grid of validation images with their masks, logged as a PNG artifact."""
     import tempfile
 
-    from nice.data.sources import training_data
     from nice.evaluate.plots import mask_overlay_grid_from_model
 
-    _, val, _, _ = training_data(dataset)
     with tempfile.TemporaryDirectory() as tmp:
         path = mask_overlay_grid_from_model(model, val, Path(tmp) / "mask_overlay_grid.png")
         ctx.log_artifact(path, "plots")

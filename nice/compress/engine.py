@@ -138,7 +138,7 @@ class Compressor:
 
     @torch.inference_mode()
     def _run_batch(self, batch: list[_Work]) -> list[tuple[_Work, ItemResult]]:
-        x = _to_float(np.stack([w.x for w in batch]))
+        x = to_float_batch(np.stack([w.x for w in batch]))
         pred, conf = self._classify(x)
         log_alpha = self.generator(self._on_device(x)).float().cpu()
         for i, w in enumerate(batch):
@@ -152,7 +152,7 @@ class Compressor:
             # One tensor op per tau level for the whole batch; only the codec runs per image.
             idx = torch.tensor(pending)
             z_all = self.gates.binarize(log_alpha[idx], tau, self.cfg.guard.dilate)
-            pixels = _to_uint8(self.mixer(x[idx], z_all))
+            pixels = to_uint8_batch(self.mixer(x[idx], z_all))
             candidates = []
             for j, i in enumerate(pending):
                 w = batch[i]
@@ -171,7 +171,7 @@ class Compressor:
                 candidates.append((i, z_all[j:j + 1], fmt, data, back))
             next_pending = []
             if candidates:
-                pred_out, conf_out = self._classify(_to_float(np.stack([c[4] for c in candidates])))
+                pred_out, conf_out = self._classify(to_float_batch(np.stack([c[4] for c in candidates])))
                 for j, (i, z, fmt, data, _) in enumerate(candidates):
                     w = batch[i]
                     if int(pred_out[j]) == w.pred_src:
@@ -240,14 +240,14 @@ def _pixel_density(grid: np.ndarray, block: int, height: int, width: int) -> flo
     return float(rows @ grid.astype(np.int64) @ cols) / (height * width)
 
 
-def _to_float(pixels: np.ndarray) -> torch.Tensor:
+def to_float_batch(pixels: np.ndarray) -> torch.Tensor:
     """(N,H,W) or (N,H,W,3) uint8 -> (N,C,H,W) float in [0,1], in one conversion per batch."""
     t = torch.from_numpy(pixels)
     t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
     return t.float().div_(255.0)
 
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
+def to_uint8_batch(x: torch.Tensor) -> np.ndarray:
     """(N,C,H,W) floats in [0,1] -> (N,H,W) or (N,H,W,3) uint8, rounding to the nearest level."""
     arr = (x.clamp(0, 1) * 255.0).round_().to(torch.uint8)
     return arr[:, 0].numpy() if arr.shape[1] == 1 else arr.permute(0, 2, 3, 1).contiguous().numpy()

@@ -22,7 +22,9 @@ import torch
 from PIL import Image
 
 from nice.codec import decode as decode_bytes, encode, output_format
+from nice.compress.engine import to_float_batch, to_uint8_batch
 from nice.evaluate.attributions import LEARNED, attribute, topk_mask
+from nice.evaluate.baselines import _pixels
 from nice.gates import HardConcrete
 from nice.imageio import decode_image
 from nice.mixing import _background, make_mixer
@@ -94,37 +96,21 @@ class _Classifier:
         return torch.cat([torch.softmax(self.net(x[s:s + batch]).float(), 1) for s in range(0, len(x), batch)])
 
     def preds(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
-        return self.probs(_to_float(np.stack(pixels))).argmax(1).numpy()
-
-
-def _to_float(pixels: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(pixels))
-    t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
-    return t.float().div_(255.0)
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
-    return arr[:, 0].numpy() if arr.shape[1] == 1 else arr.permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def _pixels(img: Image.Image, channels: int) -> np.ndarray:
-    return np.asarray(img.convert("RGB" if channels == 3 else "L"))
+        return self.probs(to_float_batch(np.stack(pixels))).argmax(1).numpy()
 
 
 class RateAccuracy:
     """Everything the comparison needs about one test set, decoded once."""
 
-    def __init__(self, sources: Sequence[bytes], labels: Sequence[int], model, quality: int | None = None) -> None:
+    def __init__(self, sources: Sequence[bytes], labels: Sequence[int], model) -> None:
         self.model = model
         self.cfg = model.config
         self.channels = self.cfg.classifier.in_channels
-        self.sources = list(sources)
         self.labels = np.asarray(labels)
         decoded = [decode_image(d) for d in sources]
         self.formats = [d.format for d in decoded]
         self.pixels = np.stack([_pixels(d.image, self.channels) for d in decoded])  # same shape required
-        self.x = _to_float(self.pixels)
+        self.x = to_float_batch(self.pixels)
         self.src_bytes = np.array([len(d) for d in sources])
         self.clf = _Classifier(model)
         self.src_probs = self.clf.probs(self.x)
@@ -132,8 +118,7 @@ class RateAccuracy:
         self.src_acc = float((self.src_preds == self.labels).mean())
         self.mixer = make_mixer(self.cfg.mixing, self.cfg.gates.block)
         self.gates = HardConcrete(self.cfg.gates)
-        self.codec = self.cfg.codec if quality is None else self.cfg.codec.__class__(
-            **{**asdict(self.cfg.codec), "quality": quality})
+        self.codec = self.cfg.codec
 
     # -- helpers ------------------------------------------------------------------------
     def _point(self, method: str, setting: str, out_bytes: np.ndarray, preds: np.ndarray, **kw: Any) -> RatePoint:
@@ -154,7 +139,7 @@ class RateAccuracy:
     # -- mixed-resolution path ------------------------------------------------------------
     def mixed(self, method: str, setting: str, z: torch.Tensor) -> tuple[RatePoint, RatePoint]:
         """The product's path for masks `z`: unguarded, and guarded (flip or no saving -> source)."""
-        pixels = _to_uint8(self.mixer(self.x, z))
+        pixels = to_uint8_batch(self.mixer(self.x, z))
         sizes, back = self._encode_pixels(pixels, self.formats)
         preds = self.clf.preds(back)
         density = float(torch.nn.functional.interpolate(z, size=self.x.shape[-2:], mode="nearest").mean())
@@ -323,7 +308,7 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model, taus: 
     # NICE with the same per-image search: the mixed image at the lowest quality that keeps
     # the prediction (the fair match for the oracles).
     z0 = ra.gates.binarize(nice.unsqueeze(1), tau0)
-    mixed_pixels = _to_uint8(ra.mixer(ra.x, z0))
+    mixed_pixels = to_uint8_batch(ra.mixer(ra.x, z0))
     for fmt in ("JPEG", "WEBP"):
         points.append(ra.search(mixed_pixels, fmt, "nice", f"tau {tau0} + lowest {fmt} q", density=float(density.mean())))
     points += [ra.downsample(2), ra.downsample(4)]
@@ -333,7 +318,7 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model, taus: 
 
     # Explanations on a subset: every learned method, timed on the same images.
     k = min(explain_limit, len(ra.x))
-    sub = RateAccuracy(sources[:k], labels[:k], model)
+    sub = ra if k == len(ra.x) else RateAccuracy(sources[:k], labels[:k], model)
     sub_target = torch.from_numpy(sub.src_preds)
     sub_bg = _background(sub.x, model.config.mixing)
     sub_scores, sub_seconds = {}, {}
