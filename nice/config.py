@@ -118,6 +118,22 @@ class GuardConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Per-image operating point (nice/compress/search.py): for each keep level (fraction of
+    gate blocks at full resolution, ranked by the generator) and each output format, the
+    lowest quality that keeps the prediction; the smallest such file is stored."""
+
+    enabled: bool = True  # False: the fixed tau + guard ladder (faster, larger files)
+    keep: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 1.0)
+    qualities: tuple[int, ...] = (3, 8, 15, 25, 35, 50, 65, 80)  # lossy formats, binary-searched
+    grey_levels: tuple[int, ...] = (2, 4, 256)  # lossless formats on grey images: posterised levels
+    # Output formats tried per image ("source" = the source's container). WebP wins on every
+    # set we measured (docs/results.md); ("source",) keeps each file's container.
+    formats: tuple[str, ...] = ("webp",)
+    webp_method: int = 4  # libwebp effort 0-6
+
+
+@dataclass
 class PromotionConfig:
     """Gates the evaluate step applies before moving the `champion` alias."""
 
@@ -139,6 +155,7 @@ class NiceConfig:
     train_generator: MaskTrainConfig = field(default_factory=MaskTrainConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
     def __post_init__(self) -> None:

@@ -71,3 +71,16 @@ def upsample_gates(z: torch.Tensor, block: int, size: tuple[int, int]) -> torch.
 def grid_shape(height: int, width: int, block: int) -> tuple[int, int]:
     """Gate grid size for an image: partial edge blocks get a gate of their own."""
     return (math.ceil(height / block), math.ceil(width / block))
+
+
+def topk_mask(scores: torch.Tensor, keep: torch.Tensor | float) -> torch.Tensor:
+    """Binary gate grids (N,1,h,w) keeping the `keep` fraction (per image or one value) of
+    blocks with the highest scores (ties broken by position, deterministically)."""
+    n, h, w = scores.shape
+    flat = scores.reshape(n, -1)
+    keep_t = torch.as_tensor(keep, dtype=torch.float32).expand(n) if not torch.is_tensor(keep) else keep.float()
+    k = (keep_t * (h * w)).round().clamp(0, h * w).long()
+    order = flat.argsort(dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(h * w).expand(n, -1))
+    return (ranks < k[:, None]).float().reshape(n, 1, h, w)

@@ -1,9 +1,11 @@
 """Compress images with a NICE model: decode -> classify -> mask -> mix -> encode -> guard.
 
-The guard (DESIGN.md §3): every encoded output is decoded and classified again; if the
-top-1 class differs from the source's, a denser mask (lower tau) is tried, and failing
-that the source bytes are kept unchanged. An output is never larger than its source.
-Work is batched per image shape; each tau level is one batched classifier call.
+Default: the per-image operating-point search (nice/compress/search.py) stores, per image,
+the smallest candidate over keep levels x formats x qualities whose decode keeps the
+source's top-1 class. With `search.enabled = False`, the fixed path of DESIGN.md §3: the
+mask at `tau`, the configured codec, and the guard (decode, classify; on a flip a denser
+mask at a lower tau, failing that the source bytes). Either way an output is never larger
+than its source and never changes the prediction. Work is batched per image shape.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from nice.imageio import DecodedImage, ImageRejected, decode_image
 from nice.mixing import make_mixer
 from nice.models.fuse import fuse_for_inference
 from nice.compress.savings import empty_row
+from nice.compress.search import OperatingPointSearch
 
 
 @dataclass
@@ -89,6 +92,8 @@ class Compressor:
         self.config_hash = self.cfg.hash()
         g = self.cfg.guard
         self.taus = [g.tau] + [t for t in g.tau_steps if t < g.tau]
+        self.search = (OperatingPointSearch(self.cfg.search, self.cfg.codec, self._classify_pixels, self.mixer)
+                       if self.cfg.search.enabled else None)
 
     # -- public -----------------------------------------------------------------------
     def compress(self, items: list[SourceItem]) -> list[ItemResult]:
@@ -136,6 +141,10 @@ class Compressor:
         conf, pred = probs.max(dim=1)
         return pred, conf
 
+    def _classify_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pred, conf = self._classify(to_float_batch(pixels))
+        return pred.numpy(), conf.numpy()
+
     @torch.inference_mode()
     def _run_batch(self, batch: list[_Work]) -> list[tuple[_Work, ItemResult]]:
         x = to_float_batch(np.stack([w.x for w in batch]))
@@ -143,6 +152,8 @@ class Compressor:
         log_alpha = self.generator(self._on_device(x)).float().cpu()
         for i, w in enumerate(batch):
             w.pred_src, w.prob_src = int(pred[i]), float(conf[i])
+        if self.search is not None:
+            return self._run_search(batch, x, log_alpha)
         out: list[tuple[_Work, ItemResult]] = []
         pending = list(range(len(batch)))
         mode, store_mode = batch[0].decoded.image.mode, batch[0].store_mode
@@ -183,6 +194,19 @@ class Compressor:
             out.append((batch[i], self._kept(batch[i], f"prediction changed at every tau in {self.taus}")))
         return out
 
+    def _run_search(self, batch: list[_Work], x: torch.Tensor, log_alpha: torch.Tensor) -> list[tuple[_Work, ItemResult]]:
+        assert self.search is not None
+        choices = self.search.run(x, log_alpha[:, 0], [w.pred_src for w in batch], [len(w.item.data) for w in batch],
+                                  [w.decoded.format for w in batch], batch[0].decoded.image.mode, batch[0].store_mode)
+        out = []
+        for w, c in zip(batch, choices):
+            if c is None:
+                out.append((w, self._kept(w, "no candidate was smaller than the source and kept the prediction")))
+                continue
+            w.params = dict(c.params, keep=c.keep)
+            out.append((w, self._compressed(w, c.z, None, c.fmt, c.data, c.pred, c.prob)))
+        return out
+
     # -- rows -------------------------------------------------------------------------
     def _base_row(self, item: SourceItem) -> dict[str, Any]:
         row = empty_row()
@@ -209,7 +233,7 @@ class Compressor:
                    elapsed_ms=(time.perf_counter() - w.started) * 1000.0)
         return row
 
-    def _compressed(self, w: _Work, z: torch.Tensor, tau: float, fmt: str, data: bytes,
+    def _compressed(self, w: _Work, z: torch.Tensor, tau: float | None, fmt: str, data: bytes,
                     pred: int, prob: float) -> ItemResult:
         row = self._common(w)
         grid = z[0, 0].to(torch.uint8).numpy()

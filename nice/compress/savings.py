@@ -26,7 +26,7 @@ SCHEMA = pa.schema([
     ("format_out", pa.string()),
     ("codec_params", pa.string()),  # JSON
     ("block", pa.int32()),
-    ("tau", pa.float64()),  # the tau actually used (after guard retries)
+    ("tau", pa.float64()),  # the tau used by the fixed path; null when the search ranked the mask (keep level in codec_params)
     ("mask_density", pa.float64()),  # fraction of pixels kept at full resolution
     ("mask", pa.binary()),  # np.packbits of the gate grid, row-major
     ("mask_height", pa.int32()),  # gate grid shape, to unpack `mask`

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
 import torch.nn.functional as F
 from torch import nn
 
-from nice.gates import grid_shape
+from nice.gates import grid_shape, topk_mask  # noqa: F401  (topk_mask re-exported)
 
 METHODS = ("nice", "gradcam", "integrated_gradients", "saliency", "occlusion", "centre", "random")
 LEARNED = ("nice", "gradcam", "integrated_gradients", "saliency", "occlusion")
@@ -109,16 +110,3 @@ def attribute(method: str, model, x: torch.Tensor, target: torch.Tensor, backgro
         raise ValueError(f"unknown attribution method {method!r}; choose from {METHODS}")
     elapsed = time.perf_counter() - t0
     return Attribution(method, scores.float(), elapsed / max(n, 1))
-
-
-def topk_mask(scores: torch.Tensor, keep: torch.Tensor | float) -> torch.Tensor:
-    """Binary gate grids (N,1,h,w) keeping the `keep` fraction (per image or one value) of
-    blocks with the highest scores (ties broken by position, deterministically)."""
-    n, h, w = scores.shape
-    flat = scores.reshape(n, -1)
-    keep_t = torch.as_tensor(keep, dtype=torch.float32).expand(n) if not torch.is_tensor(keep) else keep.float()
-    k = (keep_t * (h * w)).round().clamp(0, h * w).long()
-    order = flat.argsort(dim=1, descending=True, stable=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(h * w).expand(n, -1))
-    return (ranks < k[:, None]).float().reshape(n, 1, h, w)

@@ -150,6 +150,34 @@ class RateAccuracy:
         guarded = self._point(method, setting, g_sizes, g_preds, kept=int(keep.sum()), density=density, guarded=True)
         return raw, guarded
 
+    def searched(self, method: str, setting: str, scores: torch.Tensor | None,
+                 keep: Sequence[float] | None = None) -> RatePoint:
+        """The product's per-image operating-point search (nice/compress/search.py) with any
+        block ranking; `scores=None` searches the codec ladders on the whole image only."""
+        from nice.compress.search import OperatingPointSearch
+
+        def classify(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            conf, pred = self.clf.probs(to_float_batch(pixels)).max(1)
+            return pred.numpy(), conf.numpy()
+
+        search = OperatingPointSearch(self.cfg.search, self.codec, classify, self.mixer)
+        mode = "RGB" if self.channels == 3 else "L"
+        if scores is None:
+            scores, keep = torch.zeros(len(self.x), 1, 1), (1.0,)
+        sizes = self.src_bytes.astype(np.int64).copy()
+        preds = self.src_preds.copy()
+        density = []
+        for s in range(0, len(self.x), 256):
+            sl = slice(s, s + 256)
+            choices = search.run(self.x[sl], scores[sl], self.src_preds[sl], self.src_bytes[sl],
+                                 self.formats[sl], mode, keep=keep)
+            for j, c in enumerate(choices):
+                if c is not None:
+                    sizes[s + j], preds[s + j] = len(c.data), c.pred
+                density.append(c.keep if c is not None else 1.0)
+        return self._point(method, setting, sizes, preds, guarded=True, kept=int((sizes == self.src_bytes).sum()),
+                           density=float(np.mean(density)))
+
     def nice_scores(self) -> torch.Tensor:
         with torch.inference_mode():
             return torch.cat([self.model.generator.eval()(self.x[s:s + 512])[:, 0]
@@ -295,11 +323,18 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model, taus: 
     bg = _background(ra.x, model.config.mixing)
     scores: dict[str, torch.Tensor] = {"nice": nice}
     seconds: dict[str, float] = {}
+    # The product's default: the per-image operating-point search, with NICE's ranking, with
+    # every other ranking, and on the whole image (a codec oracle over the same ladders).
+    levels = ", ".join(f"{k:g}" for k in model.config.search.keep)
+    points.append(ra.searched("nice", f"per-image search (keep {levels})", nice))
+    points.append(ra.searched("oracle-search", "same formats and ladders, whole image", None))
+    say("per-image search: nice and whole-image oracle done")
     for m in methods:
         att = attribute(m, model, ra.x, target, bg)
         scores[m], seconds[m] = att.scores, att.seconds_per_image
         raw, guarded = ra.mixed(m, f"NICE density (tau {tau0})", topk_mask(att.scores, density))
         points += [raw, guarded]
+        points.append(ra.searched(m, "per-image search, same keep levels", att.scores))
         say(f"{m} masks done")
     for fmt in ("JPEG", "WEBP"):
         points += ra.quality_sweep(fmt, qualities)
