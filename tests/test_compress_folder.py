@@ -68,7 +68,7 @@ def test_compress_folder_rows_guard_and_sources(archive, small_model, tmp_path):
     for r in compressed:
         assert r["pred_output"] == r["pred_source"]
         # Independently re-check the stored file: decode it and classify it again.
-        stored = Image.open(r["output_uri"])
+        stored = Image.open(r["output_uri"]).convert("L")  # lossless WebP of a grey image reads as RGB
         with torch.no_grad():
             pred = clf(to_tensor(stored).unsqueeze(0)).argmax(1).item()
         assert pred == r["pred_source"]

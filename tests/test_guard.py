@@ -1,6 +1,7 @@
 """The prediction guard, driven by hand-made models whose behaviour we control exactly."""
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from torch import nn
 
 from nice.bundle import NiceModel
 from nice.compress.engine import Compressor, SourceItem
-from nice.config import ClassifierConfig, NiceConfig
+from nice.config import ClassifierConfig, NiceConfig, SearchConfig
 from nice.gates import grid_shape
 
 
@@ -31,8 +32,10 @@ class ConstantGates(nn.Module):
         return torch.full((x.shape[0], 1, *grid_shape(x.shape[-2], x.shape[-1], self.block)), self.value)
 
 
-def _cfg() -> NiceConfig:
-    return NiceConfig(classifier=ClassifierConfig(arch="lenet", in_channels=1, num_classes=2, image_size=0))
+def _cfg(search: bool = False, **search_kw) -> NiceConfig:
+    """The fixed tau path unless `search` (the per-image operating-point search) is asked for."""
+    return NiceConfig(classifier=ClassifierConfig(arch="lenet", in_channels=1, num_classes=2, image_size=0),
+                      search=SearchConfig(enabled=search, **search_kw))
 
 
 def _png(arr, **params) -> bytes:
@@ -104,3 +107,57 @@ def test_decompression_bomb_is_skipped():
     model = NiceModel(Brightness(), ConstantGates(10.0), cfg, uri="test")
     (res,) = Compressor(model, cfg).compress([SourceItem("bomb.png", buf.getvalue())])
     assert res.row["status"] == "skipped" and "exceeds" in res.row["error"]
+
+
+class RightHalfGates(nn.Module):
+    """Scores rising from left to right: sparse keep levels keep the bright right side."""
+
+    def forward(self, x):
+        h, w = grid_shape(x.shape[-2], x.shape[-1], 1)
+        return torch.linspace(-5, 5, w).expand(x.shape[0], 1, h, w).clone()
+
+
+def _decoded_class(data: bytes) -> int:
+    x = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.float32) / 255)
+    return int(Brightness()(x[None, None]).argmax(1))
+
+
+def test_search_stores_the_smallest_candidate_that_keeps_the_prediction():
+    src = _png(_gradient(), compress_level=0)
+    model = NiceModel(Brightness(), RightHalfGates(), _cfg(search=True), uri="test")
+    (res,) = Compressor(model).compress([SourceItem("a.png", src, key="d/a.png")])
+    row = res.row
+    assert row["status"] == "compressed" and row["format_out"] == "webp"
+    assert res.output[:4] == b"RIFF" and res.output[8:12] == b"WEBP" and len(res.output) == row["output_bytes"]
+    assert row["output_bytes"] < len(src) and row["tau"] is None
+    # The stored file is what was classified: decoding it gives the source's class.
+    assert _decoded_class(res.output) == row["pred_source"] == row["pred_output"] == 1
+    params = json.loads(row["codec_params"])
+    assert params["keep"] in SearchConfig().keep
+    # Zero mixing: a keep level below 1 blanks the dark left side first (lowest scores), which
+    # the brightness classifier tolerates, so the search keeps fewer pixels than the image has.
+    assert row["mask_density"] == pytest.approx(params["keep"], abs=0.03)
+
+
+def test_search_never_flips_and_keeps_sources_nothing_beats():
+    rng = np.random.default_rng(0)
+    src = _png(rng.integers(100, 256, (32, 32), dtype=np.uint8), optimize=True)
+    buf = io.BytesIO()
+    Image.new("1", (4, 4), 1).save(buf, "PNG", optimize=True)
+    tiny = buf.getvalue()  # a white 1-bit PNG: no PNG re-encode is smaller
+    model = NiceModel(Brightness(), RightHalfGates(), _cfg(search=True, formats=("source",)), uri="test")
+    rows = {r.row["source_uri"]: r for r in Compressor(model).compress([SourceItem("n.png", src), SourceItem("t.png", tiny)])}
+    assert rows["t.png"].row["status"] == "kept_original" and rows["t.png"].output == tiny
+    n = rows["n.png"]
+    if n.row["status"] == "compressed":
+        assert _decoded_class(n.output) == n.row["pred_source"] and len(n.output) < len(src)
+    else:
+        assert n.output == src
+
+
+def test_search_in_the_source_container():
+    src = _png(_gradient(), compress_level=0)
+    model = NiceModel(Brightness(), RightHalfGates(), _cfg(search=True, formats=("source",)), uri="test")
+    (res,) = Compressor(model).compress([SourceItem("a.png", src)])
+    assert res.row["status"] == "compressed" and res.row["format_out"] == "png"
+    assert res.output.startswith(b"\x89PNG") and _decoded_class(res.output) == 1

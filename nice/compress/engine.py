@@ -117,6 +117,10 @@ class Compressor:
     def _prepare(self, index: int, item: SourceItem, t0: float) -> _Work:
         decoded = decode_image(item.data, self.cfg.guard.max_pixels)
         cc = self.cfg.classifier
+        if decoded.image.mode == "RGB" and _neutral(decoded.image):
+            # WebP has no grey mode: a grey image (ours from a previous run included) decodes as
+            # RGB with R = G = B. It is grey; treat and store it as such.
+            decoded.image = decoded.image.convert("L")
         store_mode = decoded.image.mode
         channels = 1 if store_mode == "L" else 3
         if channels == 1 and cc.in_channels == 3:
@@ -286,3 +290,9 @@ def unpack_mask(row: dict[str, Any]) -> np.ndarray:
     h, w = row["mask_height"], row["mask_width"]
     bits = np.unpackbits(np.frombuffer(row["mask"], dtype=np.uint8))[: h * w]
     return bits.reshape(h, w)
+
+
+def _neutral(img: Image.Image) -> bool:
+    """Whether an RGB image is grey (R = G = B everywhere)."""
+    arr = np.asarray(img)
+    return bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())

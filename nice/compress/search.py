@@ -42,8 +42,10 @@ class Rung:
     quality: int | None = None  # lossy formats
     levels: int | None = None  # lossless formats: grey levels kept (256 = all)
 
-    def params(self, cfg: SearchConfig, codec: CodecConfig, mode: str) -> dict[str, Any]:
-        """Writer arguments (what `codec_params` records in the savings row)."""
+    def params(self, cfg: SearchConfig, codec: CodecConfig, mode: str, final: bool = True) -> dict[str, Any]:
+        """Writer arguments (what `codec_params` records in the savings row). Lossless pixels do
+        not depend on the effort, so the search probes lossless rungs at low effort and only the
+        stored candidate is re-encoded at full effort (`final`): ~25x faster, same decision."""
         if self.fmt == "jpeg":
             p: dict[str, Any] = {"quality": self.quality, "optimize": True, "progressive": codec.jpeg_progressive}
             if mode == "RGB":
@@ -51,11 +53,15 @@ class Rung:
             return p
         if self.fmt == "webp":
             if self.levels is not None:
-                return {"lossless": True, "quality": 100, "method": 6}
+                return {"lossless": True, "quality": 100, "method": 6} if final else {"lossless": True, "quality": 50, "method": 2}
             return {"quality": self.quality, "method": cfg.webp_method}
         if self.fmt == "avif":
             return {"quality": self.quality, "speed": 6}
-        return {"optimize": True, "compress_level": 9}
+        return {"optimize": True, "compress_level": 9} if final else {"compress_level": 6}
+
+    @property
+    def lossless(self) -> bool:
+        return self.levels is not None
 
 
 @dataclass
@@ -69,17 +75,21 @@ class Choice:
     keep: float
     pred: int
     prob: float
+    rung: Rung | None = None
+    pixels: np.ndarray | None = None  # what was encoded (for the full-effort lossless re-encode)
 
 
 def ladders(fmt: str, cfg: SearchConfig, grey: bool) -> list[list[Rung]]:
     """The ladders searched for one format, each from the cheapest rung to the most faithful.
-    Grey images get a separate lossless ladder of posterised levels (WebP lossless of a 2-level
-    digit is ~75 B where lossy WebP needs ~110 B, MNIST)."""
+    Grey images climb posterised grey levels, losslessly (WebP lossless of a 2-level digit is
+    ~75 B where lossy WebP needs ~110 B, MNIST)."""
     out: list[list[Rung]] = []
-    if fmt in LOSSY:
+    if grey and fmt == "webp":
+        # Lossy WebP is YUV 4:2:0: a grey image decodes as (slightly) coloured RGB, which a grey
+        # classifier or the next run would read as a colour image. Grey stays grey: lossless only.
+        out.append([Rung(fmt, levels=int(v)) for v in sorted(cfg.grey_levels)])
+    elif fmt in LOSSY:
         out.append([Rung(fmt, quality=int(q)) for q in sorted(cfg.qualities)])
-        if fmt == "webp" and grey:
-            out.append([Rung(fmt, levels=int(v)) for v in sorted(cfg.grey_levels) if v < 256])
     elif fmt == "png":
         out.append([Rung(fmt, levels=int(v)) for v in (sorted(cfg.grey_levels) if grey else [256])])
     else:
@@ -170,7 +180,7 @@ class OperatingPointSearch:
                 i, z, k, arr, rungs, lo, hi = lad
                 mid = (lo + hi) // 2
                 rung = rungs[mid]
-                params = rung.params(self.cfg, self.codec, store_mode)
+                params = rung.params(self.cfg, self.codec, store_mode, final=not rung.lossless)
                 data = encode_rung(arr, rung, params, store_mode)
                 if len(data) >= best_size[i]:
                     lad[6] = mid - 1  # too big already: only a cheaper rung can win
@@ -185,7 +195,15 @@ class OperatingPointSearch:
                     lad[6] = mid - 1
                     if len(data) < best_size[i]:
                         best_size[i] = len(data)
-                        best[i] = Choice(data, rung.fmt, params, lad[1], lad[2], int(p), float(c))
+                        best[i] = Choice(data, rung.fmt, params, lad[1], lad[2], int(p), float(c), rung, lad[3])
                 else:
                     lad[5] = mid + 1
+        for c in best:
+            if c is not None and c.rung is not None and c.rung.lossless and c.pixels is not None:
+                params = c.rung.params(self.cfg, self.codec, store_mode, final=True)
+                data = encode_rung(c.pixels, c.rung, params, store_mode)
+                if len(data) < len(c.data):  # same pixels, fewer bytes
+                    c.data, c.params = data, params
+            if c is not None:
+                c.pixels = None
         return best
