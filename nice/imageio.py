@@ -2,8 +2,14 @@
 
 Every decode applies EXIF orientation and normalises the mode to `L` (greyscale) or `RGB`:
 16-bit and float greyscale are scaled to 8 bits, palettes expanded, alpha composited on
-white, CMYK/YCbCr/LAB converted. Rejections carry a status: `skipped` for inputs we choose
-not to process (too large, wrong shape for the model), `failed` for inputs that are broken.
+white, CMYK/YCbCr/LAB converted; a palette whose colours are all grey decodes to `L`.
+Rejections carry a status: `skipped` for inputs we choose not to process (too large, wrong
+shape for the model), `failed` for inputs that are broken.
+
+The bytes are untrusted (hostile-input corpus: tests/data/hostile/). Only the raster formats
+in ACCEPTED_FORMATS are opened, so no Pillow plugin that hands data to an external program
+(EPS -> Ghostscript) is ever reached, and any exception a decoder raises becomes a `failed`
+rejection rather than escaping into the job.
 """
 
 from __future__ import annotations
@@ -15,6 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow format names tried by Image.open (JPEG covers MPO); anything else is "not an image".
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP", "DIB", "PPM", "TGA", "ICO",
+                    "JPEG2000", "QOI", "PCX", "SGI")
+
+
+def _open_formats() -> tuple[str, ...]:
+    """ACCEPTED_FORMATS that this Pillow build can open (AVIF and JPEG 2000 are optional)."""
+    Image.init()
+    return tuple(f for f in ACCEPTED_FORMATS if f in Image.OPEN)
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
 
@@ -52,14 +68,23 @@ def _normalise_mode(img: Image.Image) -> Image.Image:
         hi = 1.0 if arr.max() <= 1.0 else 255.0
         return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-        return _normalise_mode(img)
+        grey = _grey_palette(img)
+        img = _normalise_mode(img.convert("RGBA") if "transparency" in img.info else img.convert("RGB"))
+        return img.convert("L") if grey else img  # exact: R = G = B, also after compositing on white
     if mode in ("LA", "La", "RGBA", "RGBa", "PA"):
         rgba = img.convert("RGBA")
         base = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         out = Image.alpha_composite(base, rgba)
         return out.convert("L" if mode in ("LA", "La") else "RGB")
     return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
+
+
+def _grey_palette(img: Image.Image) -> bool:
+    """Whether every palette entry the image uses is a grey (R = G = B)."""
+    palette = img.getpalette("RGB") or []
+    used = [index for _, index in img.getcolors(256) or []]
+    return bool(used) and all(3 * i + 2 < len(palette) and palette[3 * i] == palette[3 * i + 1] == palette[3 * i + 2]
+                              for i in used)
 
 
 def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
@@ -69,7 +94,7 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=_open_formats())
             fmt = img.format or "UNKNOWN"
             w, h = img.size
             if w * h > max_pixels:
@@ -83,9 +108,11 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected("skipped", f"decompression bomb: {exc}") from exc
     except UnidentifiedImageError:
-        raise ImageRejected("failed", "not an image (format not recognised)") from None
+        raise ImageRejected("failed", "not an image (format not recognised or not accepted)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected("failed", f"corrupt or truncated image: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a decoder choking on hostile bytes fails this file only
+        raise ImageRejected("failed", f"undecodable image ({type(exc).__name__}: {exc})") from exc
     return DecodedImage(image=img, format=fmt, mode_in=mode_in)
 
 

@@ -55,10 +55,17 @@ class Store(Protocol):
     def uri_for(self, key: str) -> str: ...
 
 
+NAME_MAX = 255  # bytes in one local path component (ext4, XFS, APFS, NTFS in UTF-16 units)
+
+
 def check_key(key: str) -> str:
-    """Refuse keys that would escape the store root (`..`, absolute paths, empty parts)."""
-    parts = PurePosixPath(key).parts
-    if not key or key.startswith("/") or any(p in ("..", ".") for p in parts) or "\\" in key or "\x00" in key:
+    """Refuse keys that would escape the store root or alias another key once written as a
+    path: absolute, `..` or `.` segments, empty segments (`a//b`, trailing `/`), backslashes
+    (a separator on Windows), NUL. Segments are split on `/` literally: PurePosixPath would
+    silently drop `.` and empty segments, so `a/./b` and `a//b` would both land on `a/b`."""
+    parts = key.split("/")
+    if (not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts)
+            or "\\" in key or "\x00" in key):
         raise StoreError(f"unsafe object key {key!r}")
     return key
 
@@ -101,7 +108,13 @@ class LocalStore:
                              last_modified=datetime.fromtimestamp(st.st_mtime, timezone.utc))
 
     def _path(self, key: str) -> Path:
-        path = (self.root / check_key(key)).resolve()
+        long = [p for p in check_key(key).split("/") if len(os.fsencode(p)) > NAME_MAX]
+        if long:
+            raise StoreError(f"key {key!r} has a path component longer than {NAME_MAX} bytes "
+                             f"({len(os.fsencode(long[0]))}): it cannot be a local file name")
+        # resolve() follows symlinks, so a symlinked folder inside the root that points
+        # outside it is caught here too.
+        path = (self.root / key).resolve()
         if not path.is_relative_to(self.root):
             raise StoreError(f"key {key!r} escapes {self.root}")
         return path
@@ -112,7 +125,8 @@ class LocalStore:
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        # A short temporary name: a 255-byte file name must not fail for want of room for a suffix.
+        tmp = path.with_name(f".nice-{uuid.uuid4().hex[:12]}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)  # readers never see a partial file
 
@@ -120,7 +134,12 @@ class LocalStore:
         return self._path(key).is_file()
 
     def uri_for(self, key: str) -> str:
-        return str(self._path(key))
+        """The file's path; for a key that could not be a path here, a description (never
+        opened) so that the key's row can still say where it came from."""
+        try:
+            return str(self._path(key))
+        except StoreError:
+            return f"{self.root}/{key}"
 
 
 class S3Store:
