@@ -74,8 +74,8 @@ def floor(images: list[bytes], cfg) -> float:
     return len(images) / (time.perf_counter() - t)
 
 
-def nice_path(images: list[bytes], model: NiceModel, batch: int, profile: bool = False):
-    comp = Compressor(model, batch_size=batch)
+def nice_path(images: list[bytes], model: NiceModel, batch: int, profile: bool = False, search: bool = True):
+    comp = Compressor(model, model.config.with_overrides({"search": {"enabled": search}}), batch_size=batch)
     items = [SourceItem(uri=f"img{i}.jpg", key=f"img{i}.jpg", data=d) for i, d in enumerate(images)]
     prof = cProfile.Profile() if profile else None
     t = time.perf_counter()
@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--images", choices=("photos", "mnistm"), default="photos",
                     help="random photo crops, or mnist-m test images (use with a model trained on mnist-m)")
     ap.add_argument("--profile-top", type=int, default=12)
+    ap.add_argument("--path", choices=("search", "fixed", "both"), default="both",
+                    help="the per-image operating-point search (the default product path), the fixed tau path, or both")
     ap.add_argument("--width", type=int, help="override the untrained classifier's ResNet width")
     ap.add_argument("--pre-pool", type=int, help="override the untrained generator's input pooling")
     ap.add_argument("--gen-width", type=int, help="override the untrained generator's width")
@@ -121,23 +123,27 @@ def main() -> None:
     print(f"threads={args.threads} batch={args.batch} images={args.n} model={model.uri} "
           f"classifier={c.classifier.arch}(width {c.classifier.width}) generator={c.generator.arch}"
           f"(width {c.generator.width}, pre_pool {c.generator.pre_pool}) block={c.gates.block} "
-          f"mixing={c.mixing.mode} codec=jpeg q{c.codec.quality} images={args.images}")
-    print(f"{'size':>5} {'floor img/s':>12} {'NICE img/s':>11} {'ratio':>6} {'compressed':>10} {'bytes ratio':>11}")
+          f"mixing={c.mixing.mode} fixed-path codec=jpeg q{c.codec.quality} search formats={c.search.formats} "
+          f"keep={c.search.keep} qualities={c.search.qualities} images={args.images}")
+    print(f"{'size':>5} {'path':>6} {'floor img/s':>12} {'NICE img/s':>11} {'ratio':>6} {'compressed':>10} {'bytes ratio':>11}")
     profiles = {}
+    paths = {"search": [True], "fixed": [False], "both": [True, False]}[args.path]
     for size in args.sizes:
         images = (mnistm_images if args.images == "mnistm" else photo_crops)(size, args.n)
         floor(images[:32], model.config)  # warm-up
-        nice_path(images[:32], model, args.batch)
         f = floor(images, model.config)
-        n, rows, _ = nice_path(images, model, args.batch)
-        _, _, prof = nice_path(images, model, args.batch, profile=True)
-        profiles[size] = prof
-        comp = sum(r["status"] == "compressed" for r in rows)
-        src = sum(r["source_bytes"] for r in rows)
-        out = sum(r["output_bytes"] or r["source_bytes"] for r in rows)
-        print(f"{size:>5} {f:>12.0f} {n:>11.0f} {n / f:>6.3f} {comp:>10} {out / src:>11.3f}")
-    for size, prof in profiles.items():
-        print(f"\nprofile of the NICE path at {size} px (cumulative seconds, top {args.profile_top}):")
+        for search in paths:
+            name = "search" if search else "fixed"
+            nice_path(images[:32], model, args.batch, search=search)
+            n, rows, _ = nice_path(images, model, args.batch, search=search)
+            comp = sum(r["status"] == "compressed" for r in rows)
+            src = sum(r["source_bytes"] for r in rows)
+            out = sum(r["output_bytes"] or r["source_bytes"] for r in rows)
+            print(f"{size:>5} {name:>6} {f:>12.0f} {n:>11.0f} {n / f:>6.3f} {comp:>10} {out / src:>11.3f}", flush=True)
+            if args.profile_top:
+                profiles[(size, name)] = nice_path(images, model, args.batch, profile=True, search=search)[2]
+    for (size, name), prof in profiles.items():
+        print(f"\nprofile of the NICE {name} path at {size} px (cumulative seconds, top {args.profile_top}):")
         stats = pstats.Stats(prof)
         stats.sort_stats("tottime").print_stats(args.profile_top)
 

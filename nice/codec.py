@@ -7,7 +7,6 @@ without touching the compression engine.
 from __future__ import annotations
 
 import io
-from pathlib import PurePosixPath
 from typing import Any, Callable
 
 from PIL import Image, features
@@ -23,11 +22,17 @@ KNOWN_EXTENSIONS = {"jpeg": {".jpg", ".jpeg", ".jpe"}, "png": {".png"}, "webp": 
 
 
 def output_name(key: str, format_out: str | None) -> str:
-    """The output key for a source key: the extension changes only when the format does."""
-    p = PurePosixPath(key)
-    if format_out is None or p.suffix.lower() in KNOWN_EXTENSIONS[format_out]:
+    """The output key for a source key: the key itself while the container's extension still
+    fits, else the key with the new extension appended (`a.png` -> `a.png.webp`). Appending
+    (not replacing) keeps outputs one-to-one with sources (`a.png` and `a.jpg` never share an
+    output) and leaves the key exactly as given (no path normalisation: `a/./b` stays
+    unsafe and is refused at DST rather than aliased to `a/b`)."""
+    name = key.rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    suffix = name[dot:].lower() if dot > 0 else ""
+    if format_out is None or suffix in KNOWN_EXTENSIONS[format_out]:
         return key
-    return str(p.with_suffix(EXTENSIONS[format_out]))
+    return key + EXTENSIONS[format_out]
 
 
 def _jpeg_params(cfg: CodecConfig, img: Image.Image) -> dict[str, Any]:

@@ -62,11 +62,6 @@ def report(rows_by_key: dict, cases: list[dict], local_dst: bool, mode: str, out
     return text
 
 
-# Cases whose expectation holds only while the output keeps the source's extension: see
-# test_output_name_keeps_the_key_as_given. Their mismatches are listed, not failed, here.
-KNOWN_ISSUES = {"key_dot_segment", "key_empty_segment"}
-
-
 def check_rows(rows: list[dict], cases: list[dict], local_dst: bool, mode: str, out_dir: Path) -> dict:
     """One row per case, the expected status, a reason wherever the image was not compressed."""
     counts = Counter(r["source_key"] for r in rows)
@@ -78,9 +73,6 @@ def check_rows(rows: list[dict], cases: list[dict], local_dst: bool, mode: str, 
             problems.append(f"{c['case']}: {counts[c['key']]} rows for key {c['key']!r}")
             continue
         r, exp = by_key[c["key"]], expected(c, local_dst)
-        if r["status"] not in exp["status"] and c["case"] in KNOWN_ISSUES:
-            print(f"KNOWN ISSUE {c['case']}: {r['status']} at {r['output_uri']} (expected {exp['status']})")
-            continue
         if r["status"] not in exp["status"]:
             problems.append(f"{c['case']}: status {r['status']} not in {exp['status']} ({r['error']})")
         if r["status"] != "compressed" and not (r["error"] or "").strip():
@@ -235,23 +227,18 @@ def test_hostile_local_folder(runner, small_model, tmp_path):
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.rglob("*") if p.is_file()} == sources
 
 
-# -- known issues, outside the files this suite may change (nice/codec.py output_name) ------------
-@pytest.mark.xfail(strict=True, reason="known: output_name rebuilds the key with PurePosixPath when the "
-                   "format changes the extension, which drops `.` and empty segments, so `a/./x.png` and "
-                   "`a//x.png` are stored as `a/x.<ext>`: past check_key, aliasing another key")
+# -- output names ---------------------------------------------------------------------------------
 def test_output_name_keeps_the_key_as_given():
     from nice.codec import output_name
 
-    for key in KNOWN_ISSUES:
-        case = next(c for c in CASES if c["case"] == key)
-        assert output_name(case["key"], "webp") == case["key"][: -len(".png")] + ".webp"
+    for case in ("key_dot_segment", "key_empty_segment"):
+        key = next(c for c in CASES if c["case"] == case)["key"]
+        assert output_name(key, "webp") == key + ".webp"  # not normalised: refused at DST as unsafe
 
 
-@pytest.mark.xfail(strict=True, reason="known: two sources whose names differ only by extension get "
-                   "one output when the output format changes the extension (`x.jpg` holding a PNG "
-                   "and `x.png`, or `x.gif` and `x.webp` with WebP outputs): the second overwrites the first")
 def test_output_names_never_collide():
     from nice.codec import output_name
 
-    for fmt, keys in (("png", ["c/x.jpg", "c/x.png"]), ("webp", ["c/x.gif", "c/x.webp"])):
-        assert len({output_name(k, fmt if not k.endswith(fmt) else None) for k in keys}) == 2, (fmt, keys)
+    for fmt, keys in (("png", ["c/x.jpg", "c/x.png"]), ("webp", ["c/x.gif", "c/x.webp", "c/x.png", "c/x.jpeg"])):
+        assert len({output_name(k, fmt) for k in keys}) == len(keys), (fmt, keys)
+    assert output_name("c/x.WEBP", "webp") == "c/x.WEBP" and output_name("c/.hidden", "png") == "c/.hidden.png"
