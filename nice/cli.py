@@ -28,6 +28,10 @@ def _config(args: argparse.Namespace, base: NiceConfig | None = None) -> NiceCon
         value = getattr(args, attr, None)
         if value is not None:
             setattr(getattr(cfg, section), key, value)
+    if getattr(args, "format", None):
+        cfg.search.formats = (args.format,)  # the search honours the container asked for
+    if getattr(args, "fixed", False) or getattr(args, "quality", None) is not None or getattr(args, "tau", None) is not None:
+        cfg.search.enabled = False  # a fixed quality / tau means the fixed path
     return NiceConfig.from_dict(cfg.to_dict())  # re-validate after overrides
 
 
@@ -45,9 +49,13 @@ def _add_config(p: argparse.ArgumentParser, train: bool = False, codec: bool = F
         p.add_argument("--device", help="auto | cpu | cuda[:N]")
         p.add_argument("--seed", type=int)
     if codec:
-        p.add_argument("--format", choices=["source", "png", "jpeg", "webp", "avif"])
-        p.add_argument("--quality", type=int)
-        p.add_argument("--tau", type=float, help="binarisation threshold of the gates")
+        p.add_argument("--format", choices=["source", "png", "jpeg", "webp", "avif"],
+                       help="output container (default: WebP, chosen per image by the search)")
+        p.add_argument("--fixed", action="store_true",
+                       help="the fixed path: the mask at tau and one codec setting, guard retries with denser "
+                            "masks (faster, larger files) instead of the per-image operating-point search")
+        p.add_argument("--quality", type=int, help="fixed path: this quality (implies --fixed)")
+        p.add_argument("--tau", type=float, help="fixed path: binarisation threshold of the gates (implies --fixed)")
 
 
 def cmd_data(args: argparse.Namespace) -> int:

@@ -131,6 +131,9 @@ class SearchConfig:
     # set we measured (docs/results.md); ("source",) keeps each file's container.
     formats: tuple[str, ...] = ("webp",)
     webp_method: int = 4  # libwebp effort 0-6
+    # Blocks are ranked by their score averaged over a window of about this many pixels
+    # (per-pixel gates: 5x5 cells; 8 px blocks: their own score). Compact regions code smaller.
+    rank_smooth_px: int = 5
 
 
 @dataclass

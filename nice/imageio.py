@@ -2,7 +2,8 @@
 
 Every decode applies EXIF orientation and normalises the mode to `L` (greyscale) or `RGB`:
 16-bit and float greyscale are scaled to 8 bits, palettes expanded, alpha composited on
-white, CMYK/YCbCr/LAB converted; a palette whose colours are all grey decodes to `L`.
+white, CMYK/YCbCr/LAB converted; a palette whose colours are all grey, and an RGB image
+with R = G = B (WebP has no grey mode), decode to `L`.
 Rejections carry a status: `skipped` for inputs we choose not to process (too large, wrong
 shape for the model), `failed` for inputs that are broken.
 
@@ -113,7 +114,17 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
         raise ImageRejected("failed", f"corrupt or truncated image: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - a decoder choking on hostile bytes fails this file only
         raise ImageRejected("failed", f"undecodable image ({type(exc).__name__}: {exc})") from exc
+    if img.mode == "RGB" and _neutral(img):
+        # WebP has no grey mode: a grey image (NICE's own WebP outputs included) decodes as RGB
+        # with R = G = B. It is grey, so it is classified and stored as grey.
+        img = img.convert("L")
     return DecodedImage(image=img, format=fmt, mode_in=mode_in)
+
+
+def _neutral(img: Image.Image) -> bool:
+    """Whether an RGB image is grey (R = G = B everywhere)."""
+    arr = np.asarray(img)
+    return bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:

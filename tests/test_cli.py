@@ -23,3 +23,20 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     # A second run reuses the trained models instead of training again.
     assert main(["demo", "--direct", "--workdir", str(tmp_path), "--limit", "40", "--limit-train", "3000",
                  "--epochs", "1", "--epochs-classifier", "1"]) == 0
+
+
+def test_codec_flags_choose_the_path():
+    import argparse
+
+    from nice.cli import _add_config, _config
+
+    p = argparse.ArgumentParser()
+    _add_config(p, codec=True)
+    default = _config(p.parse_args([]))
+    assert default.search.enabled and default.search.formats == ("webp",)
+    src = _config(p.parse_args(["--format", "source"]))
+    assert src.search.enabled and src.search.formats == ("source",) and src.codec.format == "source"
+    for flags in (["--fixed"], ["--quality", "60"], ["--tau", "0.3"]):
+        assert not _config(p.parse_args(flags)).search.enabled, flags
+    fixed = _config(p.parse_args(["--format", "jpeg", "--quality", "40"]))
+    assert (fixed.codec.format, fixed.codec.quality, fixed.search.enabled) == ("jpeg", 40, False)

@@ -92,7 +92,8 @@ class Compressor:
         self.config_hash = self.cfg.hash()
         g = self.cfg.guard
         self.taus = [g.tau] + [t for t in g.tau_steps if t < g.tau]
-        self.search = (OperatingPointSearch(self.cfg.search, self.cfg.codec, self._classify_pixels, self.mixer)
+        self.search = (OperatingPointSearch(self.cfg.search, self.cfg.codec, self._classify_pixels, self.mixer,
+                                             self.cfg.gates.block)
                        if self.cfg.search.enabled else None)
 
     # -- public -----------------------------------------------------------------------
@@ -117,10 +118,6 @@ class Compressor:
     def _prepare(self, index: int, item: SourceItem, t0: float) -> _Work:
         decoded = decode_image(item.data, self.cfg.guard.max_pixels)
         cc = self.cfg.classifier
-        if decoded.image.mode == "RGB" and _neutral(decoded.image):
-            # WebP has no grey mode: a grey image (ours from a previous run included) decodes as
-            # RGB with R = G = B. It is grey; treat and store it as such.
-            decoded.image = decoded.image.convert("L")
         store_mode = decoded.image.mode
         channels = 1 if store_mode == "L" else 3
         if channels == 1 and cc.in_channels == 3:
@@ -291,8 +288,3 @@ def unpack_mask(row: dict[str, Any]) -> np.ndarray:
     bits = np.unpackbits(np.frombuffer(row["mask"], dtype=np.uint8))[: h * w]
     return bits.reshape(h, w)
 
-
-def _neutral(img: Image.Image) -> bool:
-    """Whether an RGB image is grey (R = G = B everywhere)."""
-    arr = np.asarray(img)
-    return bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())

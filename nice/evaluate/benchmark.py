@@ -160,7 +160,7 @@ class RateAccuracy:
             conf, pred = self.clf.probs(to_float_batch(pixels)).max(1)
             return pred.numpy(), conf.numpy()
 
-        search = OperatingPointSearch(self.cfg.search, self.codec, classify, self.mixer)
+        search = OperatingPointSearch(self.cfg.search, self.codec, classify, self.mixer, self.cfg.gates.block)
         mode = "RGB" if self.channels == 3 else "L"
         if scores is None:
             scores, keep = torch.zeros(len(self.x), 1, 1), (1.0,)
