@@ -124,13 +124,15 @@ class SearchConfig:
     lowest quality that keeps the prediction; the smallest such file is stored."""
 
     enabled: bool = True  # False: the fixed tau + guard ladder (faster, larger files)
-    keep: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 1.0)
+    # Tried in this order, the likely winners first: later levels then mostly cost encodes.
+    keep: tuple[float, ...] = (0.2, 0.1, 0.05, 0.3, 0.45, 0.6, 1.0)
     qualities: tuple[int, ...] = (3, 8, 15, 25, 35, 50, 65, 80)  # lossy formats, binary-searched
     grey_levels: tuple[int, ...] = (2, 4, 256)  # lossless formats on grey images: posterised levels
     # Output formats tried per image ("source" = the source's container). WebP wins on every
     # set we measured (docs/results.md); ("source",) keeps each file's container.
     formats: tuple[str, ...] = ("webp",)
-    webp_method: int = 4  # libwebp effort 0-6
+    webp_method: int = 4  # libwebp effort 0-6 of the stored file
+    webp_probe_method: int = 0  # effort while searching (the winner is re-encoded and re-verified)
     # Blocks are ranked by their score averaged over a window of about this many pixels
     # (per-pixel gates: 5x5 cells; 8 px blocks: their own score). Compact regions code smaller.
     rank_smooth_px: int = 5
