@@ -1,6 +1,8 @@
 import io
 import os
 
+import numpy as np
+
 import pytest
 import torch
 from PIL import Image
@@ -66,3 +68,18 @@ def test_output_format_follows_source():
     assert output_format(CodecConfig(format="webp"), "PNG") == "webp"
     with pytest.raises(ValueError):
         output_format(CodecConfig(format="bmp"), "PNG")
+
+
+def test_grey_webp_decodes_as_grey_and_colour_stays_colour():
+    from nice.imageio import decode_image
+
+    grey = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (16, 1))
+    buf = io.BytesIO()
+    Image.fromarray(grey, "L").save(buf, "WEBP", lossless=True)
+    assert Image.open(io.BytesIO(buf.getvalue())).mode == "RGB"  # WebP has no grey mode
+    dec = decode_image(buf.getvalue()).image
+    assert dec.mode == "L" and np.array_equal(np.asarray(dec), grey)
+    colour = np.stack([grey, grey, 255 - grey], -1)
+    buf = io.BytesIO()
+    Image.fromarray(colour, "RGB").save(buf, "PNG")
+    assert decode_image(buf.getvalue()).image.mode == "RGB"
