@@ -15,6 +15,7 @@ rejection rather than escaping into the job.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP", "DIB", 
                     "JPEG2000", "QOI", "PCX", "SGI")
 
 
+@functools.cache
 def _open_formats() -> tuple[str, ...]:
     """ACCEPTED_FORMATS that this Pillow build can open (AVIF and JPEG 2000 are optional)."""
     Image.init()
@@ -122,9 +124,13 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
 
 
 def _neutral(img: Image.Image) -> bool:
-    """Whether an RGB image is grey (R = G = B everywhere)."""
+    """Whether an RGB image is grey (R = G = B everywhere). A sparse sample first, so colour
+    photos (nearly every RGB image) are told apart without comparing every pixel."""
     arr = np.asarray(img)
-    return bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
+    for a in (arr[::16, ::16], arr):
+        if not ((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()):
+            return False
+    return True
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
@@ -141,3 +147,23 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     if arr.shape[0] == 1:
         return Image.fromarray(arr[0].numpy(), "L")
     return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
+
+
+def decoded_pixels(data: bytes, mode: str) -> np.ndarray:
+    """Our own encoder's bytes -> uint8 pixels in `mode` (L or RGB), for re-classification."""
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return np.asarray(img if img.mode == mode else img.convert(mode))
+
+
+def to_float_batch(pixels: np.ndarray) -> torch.Tensor:
+    """(N,H,W) or (N,H,W,3) uint8 -> (N,C,H,W) float in [0,1], in one conversion per batch."""
+    t = torch.from_numpy(pixels)
+    t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
+    return t.float().div_(255.0)
+
+
+def to_uint8_batch(x: torch.Tensor) -> np.ndarray:
+    """(N,C,H,W) floats in [0,1] -> (N,H,W) or (N,H,W,3) uint8, rounding to the nearest level."""
+    arr = (x.clamp(0, 1) * 255.0).round_().to(torch.uint8)
+    return arr[:, 0].numpy() if arr.shape[1] == 1 else arr.permute(0, 2, 3, 1).contiguous().numpy()

@@ -22,11 +22,10 @@ import torch
 from PIL import Image
 
 from nice.bundle import NiceModel
-from nice.codec import decode as decode_bytes
 from nice.codec import codec_params, encode, output_format
 from nice.config import NiceConfig
 from nice.gates import HardConcrete
-from nice.imageio import DecodedImage, ImageRejected, decode_image
+from nice.imageio import DecodedImage, ImageRejected, decode_image, decoded_pixels, to_float_batch, to_uint8_batch
 from nice.mixing import make_mixer
 from nice.models.fuse import fuse_for_inference
 from nice.compress.savings import empty_row
@@ -179,7 +178,7 @@ class Compressor:
                     # Denser masks only cost more bytes: keep the source now.
                     out.append((w, self._kept(w, "output would not be smaller than the source")))
                     continue
-                back = np.asarray(_as_mode(decode_bytes(data), mode))
+                back = decoded_pixels(data, mode)
                 candidates.append((i, z_all[j:j + 1], fmt, data, back))
             next_pending = []
             if candidates:
@@ -265,26 +264,8 @@ def _pixel_density(grid: np.ndarray, block: int, height: int, width: int) -> flo
     return float(rows @ grid.astype(np.int64) @ cols) / (height * width)
 
 
-def to_float_batch(pixels: np.ndarray) -> torch.Tensor:
-    """(N,H,W) or (N,H,W,3) uint8 -> (N,C,H,W) float in [0,1], in one conversion per batch."""
-    t = torch.from_numpy(pixels)
-    t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
-    return t.float().div_(255.0)
-
-
-def to_uint8_batch(x: torch.Tensor) -> np.ndarray:
-    """(N,C,H,W) floats in [0,1] -> (N,H,W) or (N,H,W,3) uint8, rounding to the nearest level."""
-    arr = (x.clamp(0, 1) * 255.0).round_().to(torch.uint8)
-    return arr[:, 0].numpy() if arr.shape[1] == 1 else arr.permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def _as_mode(img, mode: str):
-    return img if img.mode == mode else img.convert(mode)
-
-
 def unpack_mask(row: dict[str, Any]) -> np.ndarray:
     """The gate grid stored in a savings row, as a (mask_height, mask_width) uint8 array."""
     h, w = row["mask_height"], row["mask_width"]
     bits = np.unpackbits(np.frombuffer(row["mask"], dtype=np.uint8))[: h * w]
     return bits.reshape(h, w)
-

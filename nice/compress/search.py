@@ -29,6 +29,7 @@ from PIL import Image
 from nice.codec import EXTENSIONS, output_format
 from nice.config import CodecConfig, SearchConfig
 from nice.gates import topk_mask
+from nice.imageio import decoded_pixels, to_uint8_batch
 
 LOSSY = ("jpeg", "webp", "avif")
 # Classifies a uint8 batch (N,H,W[,C]) -> (top-1 class, its probability).
@@ -123,12 +124,6 @@ def encode_rung(arr: np.ndarray, rung: Rung, params: dict[str, Any], mode: str) 
     return buf.getvalue()
 
 
-def decode_pixels(data: bytes, mode: str) -> np.ndarray:
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return np.asarray(img if img.mode == mode else img.convert(mode))
-
-
 class OperatingPointSearch:
     """Runs the search for batches of same-shaped images."""
 
@@ -137,7 +132,6 @@ class OperatingPointSearch:
         self.codec = codec
         self.classify = classify
         self.mix = mix
-        self.probes = 0  # candidates classified by the last run (benchmarks report it)
         # Ranking window in gate cells: ~rank_smooth_px pixels, odd, 1 = the raw scores.
         k = max(1, round(cfg.rank_smooth_px / max(block, 1)))
         self.smooth = k if k % 2 else k + 1
@@ -157,8 +151,6 @@ class OperatingPointSearch:
         classifier's pixel mode (L/RGB), `store_mode` what is written (a grey image read by a
         colour model is stored grey). None where no candidate is smaller than its source and
         keeps the prediction."""
-        from nice.compress.engine import to_uint8_batch  # engine imports this module
-
         store_mode = store_mode or mode
         n = len(x)
         if self.smooth > 1 and scores.shape[-1] > 1:
@@ -170,7 +162,6 @@ class OperatingPointSearch:
         levels = tuple(keep if keep is not None else self.cfg.keep)
         best: list[Choice | None] = [None] * n
         best_size = np.asarray(src_bytes, dtype=np.int64).copy()
-        self.probes = 0
         # Keep levels one after another (the likely winners first, `search.keep` order): a
         # rung larger than the image's best so far is never classified, so later levels
         # mostly cost encodes. Within a level every image's ladders advance in lockstep.
@@ -202,9 +193,8 @@ class OperatingPointSearch:
                     if c.rung.lossless:  # same pixels, fewer bytes
                         c.data, c.params = data, params
                     else:
-                        lossy.append((i, data, params, decode_pixels(data, mode)))
+                        lossy.append((i, data, params, decoded_pixels(data, mode)))
         if lossy:
-            self.probes += len(lossy)
             pred, prob = self.classify(np.stack([p[3] for p in lossy]))
             for (i, data, params, _), p, conf in zip(lossy, pred, prob):
                 c = best[i]
@@ -231,10 +221,9 @@ class OperatingPointSearch:
                 if len(data) >= best_size[i]:
                     lad[6] = mid - 1  # too big already: only a cheaper rung can win
                     continue
-                probes.append((lad, mid, rung, params, data, decode_pixels(data, mode)))
+                probes.append((lad, mid, rung, params, data, decoded_pixels(data, mode)))
             if not probes:
                 continue
-            self.probes += len(probes)
             pred, prob = self.classify(np.stack([p[5] for p in probes]))
             for (lad, mid, rung, params, data, _), p, c in zip(probes, pred, prob):
                 i = lad[0]

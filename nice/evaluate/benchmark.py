@@ -22,11 +22,10 @@ import torch
 from PIL import Image
 
 from nice.codec import decode as decode_bytes, encode, output_format
-from nice.compress.engine import to_float_batch, to_uint8_batch
 from nice.evaluate.attributions import LEARNED, attribute, topk_mask
 from nice.evaluate.baselines import _pixels
 from nice.gates import HardConcrete
-from nice.imageio import decode_image
+from nice.imageio import decode_image, to_float_batch, to_uint8_batch
 from nice.mixing import _background, make_mixer
 from nice.models.fuse import fuse_for_inference
 
