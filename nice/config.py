@@ -85,6 +85,13 @@ class MaskTrainConfig:
     # Fraction of steps whose forward pass uses the binarised eval mask (straight-through
     # gradient of the stochastic sample): trains for the mask that compression will store.
     straight_through: float = 0.5
+    # Rank loss ("train for what is stored"): the task loss again on images mixed with the
+    # generator's exact top-k blocks, k drawn per image from `rank_keep` (the search's levels),
+    # ranked as the search ranks them (search.rank_smooth_px), so the ranking the search uses
+    # keeps the prediction at few blocks. 0 = plain NICE.
+    rank_weight: float = 0.0
+    rank_keep: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
+    rank_temperature: float = 1.0  # of the sigmoid relaxation around the cut-off (log-alpha units)
     seed: int = 0
     device: str = "auto"
     amp: bool = True

@@ -73,6 +73,36 @@ def grid_shape(height: int, width: int, block: int) -> tuple[int, int]:
     return (math.ceil(height / block), math.ceil(width / block))
 
 
+def rank_window(smooth_px: int, block: int) -> int:
+    """Ranking window in gate cells: ~`smooth_px` pixels, odd; 1 = the raw scores."""
+    k = max(1, round(smooth_px / max(block, 1)))
+    return k if k % 2 else k + 1
+
+
+def rank_scores(scores: torch.Tensor, window: int) -> torch.Tensor:
+    """Scores (N,h,w) averaged over a `window` x `window` neighbourhood: per-pixel gates kept
+    by rank scatter over the stroke; the local mean keeps compact regions, which coders store
+    in fewer bytes. The search ranks by this, and the rank loss trains through it."""
+    if window <= 1 or scores.shape[-1] <= 1:
+        return scores
+    return F.avg_pool2d(scores[:, None], window, stride=1, padding=window // 2,
+                        count_include_pad=False)[:, 0]
+
+
+def relaxed_topk(scores: torch.Tensor, keep: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Top-`keep` gate grids (N,1,h,w) for training: the forward pass is exactly `topk_mask`
+    (what the search stores), the backward pass that of sigmoid((s - t) / temperature) around
+    each image's threshold t, so cells near the cut-off learn whether they belong in."""
+    n, h, w = scores.shape
+    hard = topk_mask(scores.detach(), keep)
+    flat = scores.detach().reshape(n, -1)
+    srt = flat.sort(dim=1, descending=True).values
+    k = (keep.float() * (h * w)).round().clamp(1, h * w - 1).long()
+    t = 0.5 * (srt.gather(1, (k - 1)[:, None]) + srt.gather(1, k[:, None]))  # between k-th and k+1-th
+    soft = torch.sigmoid((scores.reshape(n, -1) - t) / temperature).reshape(n, 1, h, w)
+    return hard + (soft - soft.detach())  # exactly `hard` in the forward pass
+
+
 def topk_mask(scores: torch.Tensor, keep: torch.Tensor | float) -> torch.Tensor:
     """Binary gate grids (N,1,h,w) keeping the `keep` fraction (per image or one value) of
     blocks with the highest scores (ties broken by position, deterministically)."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torchvision.io as tvio
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Pillow format names tried by Image.open (JPEG covers MPO); anything else is "not an image".
@@ -149,8 +150,35 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
 
 
+def _native_pixels(data: bytes, mode: str) -> np.ndarray | None:
+    """libjpeg-turbo / libwebp through torchvision: the same libraries as Pillow without its
+    Python marker parsing, ~2x faster (tests/test_imageio_fast.py checks the pixels are
+    identical). None when the file's own channels are not `mode` (a conversion would differ
+    from Pillow's) or the decoder refuses it."""
+    if data[:3] == b"\xff\xd8\xff":
+        decode = tvio.decode_jpeg
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        decode = tvio.decode_webp
+    else:
+        return None
+    try:
+        t = decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=tvio.ImageReadMode.UNCHANGED)
+    except (RuntimeError, ValueError):
+        return None
+    if mode == "RGB" and t.shape[0] == 3:
+        return t.permute(1, 2, 0).contiguous().numpy()
+    if mode == "L" and t.shape[0] == 1:
+        return t[0].numpy()
+    if mode == "L" and t.shape[0] == 3 and bool((t[0] == t[1]).all() and (t[0] == t[2]).all()):
+        return t[0].numpy()  # Pillow's L of a neutral pixel is that pixel's value
+    return None
+
+
 def decoded_pixels(data: bytes, mode: str) -> np.ndarray:
     """Our own encoder's bytes -> uint8 pixels in `mode` (L or RGB), for re-classification."""
+    fast = _native_pixels(data, mode)
+    if fast is not None:
+        return fast
     img = Image.open(io.BytesIO(data))
     img.load()
     return np.asarray(img if img.mode == mode else img.convert(mode))

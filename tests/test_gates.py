@@ -65,3 +65,33 @@ def test_grid_and_upsampling_cover_partial_blocks():
     up = upsample_gates(z, 8, (28, 30))
     assert up.shape == (1, 1, 28, 30)
     assert up[0, 0, 27, 29] == z[0, 0, 3, 3] and up[0, 0, 7, 8] == z[0, 0, 0, 1]
+
+
+def test_relaxed_topk_forward_is_the_stored_mask_and_gradient_sits_at_the_cut_off():
+    from nice.gates import relaxed_topk, topk_mask
+
+    torch.manual_seed(0)
+    scores = torch.randn(3, 4, 5, requires_grad=True)
+    keep = torch.tensor([0.1, 0.25, 0.5])
+    z = relaxed_topk(scores, keep, temperature=0.5)
+    assert torch.equal(z.detach(), topk_mask(scores.detach(), keep))  # exactly what the search keeps
+    assert z.detach().sum(dim=(1, 2, 3)).tolist() == [2.0, 5.0, 10.0]
+    z.sum().backward()
+    g = scores.grad.reshape(3, -1)
+    flat = scores.detach().reshape(3, -1)
+    for i, k in enumerate((2, 5, 10)):
+        order = flat[i].argsort(descending=True)
+        # cells next to the cut-off move most; the far ends barely
+        near = g[i, order[k - 1]] + g[i, order[k]]
+        assert near > g[i, order[0]] + g[i, order[-1]]
+
+
+def test_rank_scores_window_and_identity():
+    from nice.gates import rank_scores, rank_window
+
+    assert rank_window(5, 1) == 5 and rank_window(5, 8) == 1 and rank_window(4, 1) == 5
+    s = torch.zeros(1, 7, 7)
+    s[0, 3, 3] = 9.0
+    assert torch.equal(rank_scores(s, 1), s)
+    sm = rank_scores(s, 3)
+    assert sm[0, 3, 3] == pytest.approx(1.0) and sm[0, 2, 2] == pytest.approx(1.0) and sm[0, 0, 0] == 0

@@ -27,7 +27,7 @@ from nice.config import NiceConfig
 from nice.gates import HardConcrete
 from nice.imageio import DecodedImage, ImageRejected, decode_image, decoded_pixels, to_float_batch, to_uint8_batch
 from nice.mixing import make_mixer
-from nice.models.fuse import fuse_for_inference
+from nice.models.fuse import frozen_for_cpu, fuse_for_inference
 from nice.compress.savings import empty_row
 from nice.compress.search import OperatingPointSearch
 
@@ -71,7 +71,7 @@ class Compressor:
     """Holds a loaded model and the job's config; `compress` turns source items into rows."""
 
     def __init__(self, model: NiceModel, cfg: NiceConfig | None = None, run_id: str = "",
-                 device: str | torch.device = "cpu", batch_size: int = 64) -> None:
+                 device: str | torch.device = "cpu", batch_size: int = 64, jit: bool = True) -> None:
         self.cfg = cfg or model.config
         # The model fixes architecture, gates and mixing; the job may change codec and guard.
         if (self.cfg.gates, self.cfg.mixing, self.cfg.classifier) != (
@@ -82,6 +82,10 @@ class Compressor:
         self.memory_format = torch.channels_last if self.cfg.classifier.in_channels == 3 else torch.contiguous_format
         # BatchNorm folded into the convolutions: same outputs, ~30% less classifier time.
         self.classifier = fuse_for_inference(model.classifier).to(self.device, memory_format=self.memory_format)
+        if self.device.type == "cpu" and jit:
+            side = self.cfg.classifier.image_size or 64
+            example = torch.rand(2, self.cfg.classifier.in_channels, side, side)
+            self.classifier = frozen_for_cpu(self.classifier, example.contiguous(memory_format=self.memory_format))
         self.generator = model.generator.to(self.device, memory_format=self.memory_format).eval()
         self.model_uri = model.uri
         self.run_id = run_id

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from nice.config import NiceConfig
 from nice.data.arrays import make_loader
 from nice.device import pick_device, seed_everything
-from nice.gates import HardConcrete, upsample_gates
+from nice.gates import HardConcrete, rank_scores, rank_window, relaxed_topk, upsample_gates
 from nice.losses import NiceLoss, kl_to_source
 from nice.mixing import make_mixer
 from nice.models import build_generator
@@ -64,12 +64,19 @@ def evaluate_masks(classifier: nn.Module, generator: nn.Module, cfg: NiceConfig,
 
 
 def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset, val: Dataset,
-                         on_epoch: EpochCallback | None = None, progress: bool = True) -> TrainResult:
+                         on_epoch: EpochCallback | None = None, progress: bool = True,
+                         init: nn.Module | None = None) -> TrainResult:
+    """Train a generator from scratch, or fine-tune `init` (a generator of the same config)."""
     mc = cfg.train_generator
     seed_everything(mc.seed)
     device = pick_device(mc.device)
     classifier = freeze(classifier.to(device))
-    generator = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels).to(device)
+    generator = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels)
+    if init is not None:
+        generator.load_state_dict(init.state_dict())
+    generator = generator.to(device)
+    window = rank_window(cfg.search.rank_smooth_px, cfg.gates.block)
+    rank_keep = torch.tensor(mc.rank_keep, dtype=torch.float32)
     gates = HardConcrete(cfg.gates)
     mixer = make_mixer(cfg.mixing, cfg.gates.block)
     distil = mc.task_loss == "kl" and mc.target == "prediction"
@@ -84,7 +91,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     step = 0
     for epoch in range(mc.epochs):
         generator.train()
-        sums = {"loss": 0.0, "task": 0.0, "l0": 0.0, "tv": 0.0}
+        sums = {"loss": 0.0, "task": 0.0, "l0": 0.0, "tv": 0.0, "rank": 0.0}
         seen = 0
         bar = tqdm(train_loader, desc=f"mask generator epoch {epoch + 1}/{mc.epochs}",
                    disable=not progress, unit="batch", leave=False)
@@ -106,14 +113,21 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
                     z = z + (hard - z).detach()
                 logits = classifier(mixer(x, z))
             parts = objective(logits, target, log_alpha, lam, mc.mu, mc.eta)
+            total, rank = parts.total, parts.total.new_zeros(())
+            if mc.rank_weight > 0:
+                keep = rank_keep[torch.randint(len(rank_keep), (len(x),))].to(device)
+                z_top = relaxed_topk(rank_scores(log_alpha.float()[:, 0], window), keep, mc.rank_temperature)
+                with autocast(device, mc.amp):
+                    rank = objective.task_fn(classifier(mixer(x, z_top)).float(), target)
+                total = total + mc.rank_weight * rank
             opt.zero_grad(set_to_none=True)
-            parts.total.backward()
+            total.backward()
             opt.step()
             sched.step()
             step += 1
             b = len(y)
             seen += b
-            for key, val_ in (("loss", parts.total), ("task", parts.task), ("l0", parts.l0), ("tv", parts.tv)):
+            for key, val_ in (("loss", total), ("task", parts.task), ("l0", parts.l0), ("tv", parts.tv), ("rank", rank)):
                 sums[key] += val_.item() * b
             bar.set_postfix(task=f"{sums['task'] / seen:.3f}", l0=f"{sums['l0'] / seen:.3f}")
         metrics = {f"train_{k}": v / seen for k, v in sums.items()}
