@@ -22,7 +22,9 @@ def _config(args: argparse.Namespace, base: NiceConfig | None = None) -> NiceCon
         ("target", "train_generator", "target"), ("block", "gates", "block"),
         ("mixing", "mixing", "mode"), ("pool", "mixing", "pool"), ("generator", "generator", "arch"),
         ("format", "codec", "format"), ("quality", "codec", "quality"), ("tau", "guard", "tau"),
-        ("width", "classifier", "width"),
+        ("width", "classifier", "width"), ("stem", "classifier", "stem"),
+        ("pre_pool", "generator", "pre_pool"), ("gen_width", "generator", "width"),
+        ("rank_weight", "train_generator", "rank_weight"),
         ("device", "train_generator", "device"), ("seed", "train_generator", "seed"),
     ]:
         value = getattr(args, attr, None)
@@ -46,6 +48,10 @@ def _add_config(p: argparse.ArgumentParser, train: bool = False, codec: bool = F
         p.add_argument("--mixing", choices=["zero", "lowres", "blur"])
         p.add_argument("--pool", type=int, help="background block size k for lowres mixing")
         p.add_argument("--generator", choices=["conv", "reference"])
+        p.add_argument("--gen-width", type=int, help="conv generator width")
+        p.add_argument("--pre-pool", type=int, help="conv generator: average-pool the input by this factor first")
+        p.add_argument("--rank-weight", type=float,
+                       help="weight of the rank loss (trains the top-k ranking the per-image search uses; 0 = off)")
         p.add_argument("--device", help="auto | cpu | cuda[:N]")
         p.add_argument("--seed", type=int)
     if codec:
@@ -287,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     p.add_argument("--epochs-classifier", "--epochs", dest="epochs_classifier", type=int)
     p.add_argument("--width", type=int, help="ResNet width (colour classifiers)")
+    p.add_argument("--stem", choices=("conv", "patch"), help="ResNet stem (patch: cheaper, for bulk compression)")
     p.add_argument("--config")
     p.set_defaults(func=cmd_train_classifier)
 

@@ -48,6 +48,10 @@ class ClassifierConfig:
     num_classes: int = 10
     image_size: int = 28  # expected input size for fixed-size archs; 0 = any size
     width: int = 64  # resnet stage-1 width (stages are w, 2w, 4w, 8w)
+    # resnet stem: "conv" (3x3 stride-2 convolution + max-pool, torchvision's shape) or "patch"
+    # (one 4x4 stride-4 convolution: the same 4x reduction at ~1/3 of the stem's cost, for bulk
+    # compression where the classifier runs twice per image)
+    stem: str = "conv"
 
 
 @dataclass

@@ -51,6 +51,7 @@ class DecodedImage:
     image: Image.Image  # mode L or RGB, orientation applied
     format: str  # PIL format name of the source (JPEG, PNG, ...)
     mode_in: str
+    array: np.ndarray | None = None  # the same pixels as uint8 (H,W[,3]) when decoded natively (saves a copy)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -103,9 +104,18 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageRejected("skipped", f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
-            img.load()
             mode_in = img.mode
-            img = ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img
+            upright = img.getexif().get(0x0112, 1) == 1
+            pixels = (_native_pixels(data, mode_in)
+                      if upright and fmt in ("JPEG", "WEBP") and mode_in in ("L", "RGB")
+                      and not getattr(img, "is_animated", False) else None)
+            if pixels is not None:  # the common case, without Pillow's Python-side decoding
+                if pixels.ndim == 3 and _neutral_array(pixels):
+                    pixels = np.ascontiguousarray(pixels[..., 0])  # see below: grey stays grey
+                return DecodedImage(image=Image.fromarray(pixels), format=fmt, mode_in=mode_in, array=pixels)
+            # Anything else, and whatever the native decoders refuse (Pillow names the fault).
+            img.load()
+            img = img if upright else ImageOps.exif_transpose(img)
             img = _normalise_mode(img)
     except ImageRejected:
         raise
@@ -127,7 +137,10 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
 def _neutral(img: Image.Image) -> bool:
     """Whether an RGB image is grey (R = G = B everywhere). A sparse sample first, so colour
     photos (nearly every RGB image) are told apart without comparing every pixel."""
-    arr = np.asarray(img)
+    return _neutral_array(np.asarray(img))
+
+
+def _neutral_array(arr: np.ndarray) -> bool:
     for a in (arr[::16, ::16], arr):
         if not ((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()):
             return False

@@ -62,3 +62,17 @@ def test_fast_decode_declines_what_it_would_convert_differently():
     _photo(32, 32).save(png, "PNG")
     assert _native_pixels(png.getvalue(), "RGB") is None
     assert _native_pixels(b"\xff\xd8\xff\xe0 truncated", "RGB") is None
+
+
+@pytest.mark.parametrize("fmt,params,grey", CASES + [("JPEG", {"quality": 95, "subsampling": "4:2:2"}, False)])
+def test_decode_image_gives_pillows_pixels_for_sources(fmt, params, grey):
+    """Sources take the same fast path when upright JPEG/WebP: the classifier must see what
+    Pillow decodes (exif-rotated, animated, odd-mode and broken files stay on Pillow)."""
+    from nice.imageio import decode_image
+
+    buf = io.BytesIO()
+    _photo(48, 80, grey=grey).save(buf, fmt, **params)
+    dec = decode_image(buf.getvalue())
+    mode = "L" if grey else "RGB"
+    assert dec.image.mode == mode and dec.format == fmt and dec.mode_in in ("L", "RGB")
+    assert np.array_equal(np.asarray(dec.image), _pil_pixels(buf.getvalue(), mode))

@@ -127,13 +127,14 @@ class Compressor:
             # A grey image is a valid colour image: classify it as RGB, store it as grey again
             # (mixing keeps R = G = B, so the conversion back is exact).
             decoded.image = decoded.image.convert("RGB")
+            decoded.array = None
         elif channels != cc.in_channels:
             raise ImageRejected("skipped", f"{store_mode} image but the classifier takes greyscale input")
         w, h = decoded.size
         if cc.image_size and (w, h) != (cc.image_size, cc.image_size):
             raise ImageRejected("skipped", f"{w}x{h} image but the classifier takes {cc.image_size}x{cc.image_size}")
         # uint8 HxW(xC) pixels; converted to float once per batch in _run_batch.
-        return _Work(index=index, item=item, decoded=decoded, x=np.asarray(decoded.image), started=t0,
+        return _Work(index=index, item=item, decoded=decoded, x=decoded.array if decoded.array is not None else np.asarray(decoded.image), started=t0,
                      store_mode=store_mode)
 
     def _on_device(self, x: torch.Tensor) -> torch.Tensor:

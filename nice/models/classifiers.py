@@ -45,16 +45,21 @@ class SmallResNet(nn.Module):
     (w, 2w, 4w, 8w), a 3x3 stride-2 stem and max-pool, global average pooling (any size).
     w = 64 is torchvision's ResNet width; w = 16 costs ~16x fewer FLOPs for bulk compression."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> None:
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64, stem: str = "conv") -> None:
         super().__init__()
         mean = (0.485, 0.456, 0.406) if in_channels == 3 else (0.5,) * in_channels
         std = (0.229, 0.224, 0.225) if in_channels == 3 else (0.25,) * in_channels
         self.normalize = Normalize(mean, std)
         widths = [width, 2 * width, 4 * width, 8 * width]
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1),
-        ]
+        if stem == "conv":
+            layers: list[nn.Module] = [
+                nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1),
+            ]
+        elif stem == "patch":  # any size: the last partial patch row/column is dropped (< 4 px)
+            layers = [nn.Conv2d(in_channels, width, 4, stride=4, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        else:
+            raise ValueError(f"unknown resnet stem {stem!r}; expected conv or patch")
         cin = width
         for i, w in enumerate(widths):
             stride = 1 if i == 0 else 2
@@ -77,5 +82,5 @@ def build_classifier(cfg: ClassifierConfig) -> nn.Module:
     if cfg.arch == "lenet":
         return LeNet(cfg.in_channels, cfg.num_classes)
     if cfg.arch == "resnet":
-        return SmallResNet(cfg.in_channels, cfg.num_classes, cfg.width)
+        return SmallResNet(cfg.in_channels, cfg.num_classes, cfg.width, cfg.stem)
     raise ValueError(f"unknown classifier arch {cfg.arch!r}; expected lenet or resnet")
