@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import io
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,16 +45,43 @@ class ImageRejected(Exception):
         self.reason = reason
 
 
-@dataclass
 class DecodedImage:
-    image: Image.Image  # mode L or RGB, orientation applied
-    format: str  # PIL format name of the source (JPEG, PNG, ...)
-    mode_in: str
-    array: np.ndarray | None = None  # the same pixels as uint8 (H,W[,3]) when decoded natively (saves a copy)
+    """A decoded source, mode L or RGB, orientation applied: a PIL image, or after a native
+    decode a uint8 array (H,W[,3]) whose PIL image is built only if someone asks for it."""
+
+    def __init__(self, image: Image.Image | None, format: str, mode_in: str, array: np.ndarray | None = None) -> None:
+        if image is None and array is None:
+            raise ValueError("a decoded image needs pixels")
+        self._image = image
+        self.array = array  # None unless it holds exactly the pixels of `image`
+        self.format = format  # PIL format name of the source (JPEG, PNG, ...)
+        self.mode_in = mode_in
+
+    @property
+    def image(self) -> Image.Image:
+        if self._image is None:
+            self._image = Image.fromarray(self.array)
+        return self._image
+
+    @image.setter
+    def image(self, img: Image.Image) -> None:
+        self._image, self.array = img, None
+
+    @property
+    def mode(self) -> str:
+        if self.array is not None:
+            return "L" if self.array.ndim == 2 else "RGB"
+        return self.image.mode
 
     @property
     def size(self) -> tuple[int, int]:
+        if self.array is not None:
+            return (self.array.shape[1], self.array.shape[0])
         return self.image.size
+
+    def pixels(self) -> np.ndarray:
+        """uint8 (H,W) or (H,W,3), without a copy where the decode produced an array."""
+        return self.array if self.array is not None else np.asarray(self.image)
 
 
 def _normalise_mode(img: Image.Image) -> Image.Image:
@@ -112,7 +138,7 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
             if pixels is not None:  # the common case, without Pillow's Python-side decoding
                 if pixels.ndim == 3 and _neutral_array(pixels):
                     pixels = np.ascontiguousarray(pixels[..., 0])  # see below: grey stays grey
-                return DecodedImage(image=Image.fromarray(pixels), format=fmt, mode_in=mode_in, array=pixels)
+                return DecodedImage(None, fmt, mode_in, array=pixels)
             # Anything else, and whatever the native decoders refuse (Pillow names the fault).
             img.load()
             img = img if upright else ImageOps.exif_transpose(img)
@@ -131,7 +157,7 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
         # WebP has no grey mode: a grey image (NICE's own WebP outputs included) decodes as RGB
         # with R = G = B. It is grey, so it is classified and stored as grey.
         img = img.convert("L")
-    return DecodedImage(image=img, format=fmt, mode_in=mode_in)
+    return DecodedImage(img, fmt, mode_in)
 
 
 def _neutral(img: Image.Image) -> bool:

@@ -27,7 +27,7 @@ from nice.config import NiceConfig
 from nice.gates import HardConcrete
 from nice.imageio import DecodedImage, ImageRejected, decode_image, decoded_pixels, to_float_batch, to_uint8_batch
 from nice.mixing import make_mixer
-from nice.models.fuse import frozen_for_cpu, fuse_for_inference
+from nice.models.fuse import fuse_for_inference, tuned_for_cpu
 from nice.compress.savings import empty_row
 from nice.compress.search import OperatingPointSearch
 
@@ -71,22 +71,26 @@ class Compressor:
     """Holds a loaded model and the job's config; `compress` turns source items into rows."""
 
     def __init__(self, model: NiceModel, cfg: NiceConfig | None = None, run_id: str = "",
-                 device: str | torch.device = "cpu", batch_size: int = 64, jit: bool = True) -> None:
+                 device: str | torch.device = "cpu", batch_size: int = 64, tune: bool = True) -> None:
         self.cfg = cfg or model.config
         # The model fixes architecture, gates and mixing; the job may change codec and guard.
         if (self.cfg.gates, self.cfg.mixing, self.cfg.classifier) != (
                 model.config.gates, model.config.mixing, model.config.classifier):
             raise ValueError("job config disagrees with the model on gates/mixing/classifier")
         self.device = torch.device(device)
-        # channels_last: ~1.6x faster convolutions and pooling on CPU for colour inputs.
-        self.memory_format = torch.channels_last if self.cfg.classifier.in_channels == 3 else torch.contiguous_format
-        # BatchNorm folded into the convolutions: same outputs, ~30% less classifier time.
-        self.classifier = fuse_for_inference(model.classifier).to(self.device, memory_format=self.memory_format)
-        if self.device.type == "cpu" and jit:
+        # BatchNorm folded into the convolutions: same outputs, ~30% less classifier time. On
+        # CPU each network then runs in whichever of eager/frozen x NCHW/channels-last was
+        # fastest on a batch of the model's input size (the choice differs per architecture).
+        classifier = fuse_for_inference(model.classifier).to(self.device)
+        generator = model.generator.to(self.device).eval()
+        self.formats = (torch.contiguous_format, torch.contiguous_format)
+        if self.device.type == "cpu" and tune:
             side = self.cfg.classifier.image_size or 64
-            example = torch.rand(2, self.cfg.classifier.in_channels, side, side)
-            self.classifier = frozen_for_cpu(self.classifier, example.contiguous(memory_format=self.memory_format))
-        self.generator = model.generator.to(self.device, memory_format=self.memory_format).eval()
+            example = torch.rand(min(batch_size, 256), self.cfg.classifier.in_channels, side, side)
+            classifier, clf_fmt = tuned_for_cpu(classifier, example)
+            generator, gen_fmt = tuned_for_cpu(generator, example, trace=False)  # pads by input size
+            self.formats = (clf_fmt, gen_fmt)
+        self.classifier, self.generator = classifier, generator
         self.model_uri = model.uri
         self.run_id = run_id
         self.batch_size = batch_size
@@ -121,28 +125,27 @@ class Compressor:
     def _prepare(self, index: int, item: SourceItem, t0: float) -> _Work:
         decoded = decode_image(item.data, self.cfg.guard.max_pixels)
         cc = self.cfg.classifier
-        store_mode = decoded.image.mode
+        store_mode = decoded.mode
         channels = 1 if store_mode == "L" else 3
         if channels == 1 and cc.in_channels == 3:
             # A grey image is a valid colour image: classify it as RGB, store it as grey again
             # (mixing keeps R = G = B, so the conversion back is exact).
             decoded.image = decoded.image.convert("RGB")
-            decoded.array = None
         elif channels != cc.in_channels:
             raise ImageRejected("skipped", f"{store_mode} image but the classifier takes greyscale input")
         w, h = decoded.size
         if cc.image_size and (w, h) != (cc.image_size, cc.image_size):
             raise ImageRejected("skipped", f"{w}x{h} image but the classifier takes {cc.image_size}x{cc.image_size}")
         # uint8 HxW(xC) pixels; converted to float once per batch in _run_batch.
-        return _Work(index=index, item=item, decoded=decoded, x=decoded.array if decoded.array is not None else np.asarray(decoded.image), started=t0,
+        return _Work(index=index, item=item, decoded=decoded, x=decoded.pixels(), started=t0,
                      store_mode=store_mode)
 
-    def _on_device(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.device).contiguous(memory_format=self.memory_format)
+    def _on_device(self, x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+        return x.to(self.device).contiguous(memory_format=fmt)
 
     @torch.inference_mode()
     def _classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = torch.softmax(self.classifier(self._on_device(x)).float(), dim=1).cpu()
+        probs = torch.softmax(self.classifier(self._on_device(x, self.formats[0])).float(), dim=1).cpu()
         conf, pred = probs.max(dim=1)
         return pred, conf
 
@@ -154,14 +157,14 @@ class Compressor:
     def _run_batch(self, batch: list[_Work]) -> list[tuple[_Work, ItemResult]]:
         x = to_float_batch(np.stack([w.x for w in batch]))
         pred, conf = self._classify(x)
-        log_alpha = self.generator(self._on_device(x)).float().cpu()
+        log_alpha = self.generator(self._on_device(x, self.formats[1])).float().cpu()
         for i, w in enumerate(batch):
             w.pred_src, w.prob_src = int(pred[i]), float(conf[i])
         if self.search is not None:
             return self._run_search(batch, x, log_alpha)
         out: list[tuple[_Work, ItemResult]] = []
         pending = list(range(len(batch)))
-        mode, store_mode = batch[0].decoded.image.mode, batch[0].store_mode
+        mode, store_mode = batch[0].decoded.mode, batch[0].store_mode
         for level, tau in enumerate(self.taus):
             if not pending:
                 break
@@ -202,7 +205,7 @@ class Compressor:
     def _run_search(self, batch: list[_Work], x: torch.Tensor, log_alpha: torch.Tensor) -> list[tuple[_Work, ItemResult]]:
         assert self.search is not None
         choices = self.search.run(x, log_alpha[:, 0], [w.pred_src for w in batch], [len(w.item.data) for w in batch],
-                                  [w.decoded.format for w in batch], batch[0].decoded.image.mode, batch[0].store_mode)
+                                  [w.decoded.format for w in batch], batch[0].decoded.mode, batch[0].store_mode)
         out = []
         for w, c in zip(batch, choices):
             if c is None:
