@@ -25,6 +25,7 @@ def _config(args: argparse.Namespace, base: NiceConfig | None = None) -> NiceCon
         ("width", "classifier", "width"), ("stem", "classifier", "stem"),
         ("pre_pool", "generator", "pre_pool"), ("gen_width", "generator", "width"),
         ("rank_weight", "train_generator", "rank_weight"),
+        ("stored_epochs", "train_classifier", "stored_epochs"),
         ("device", "train_generator", "device"), ("seed", "train_generator", "seed"),
     ]:
         value = getattr(args, attr, None)
@@ -50,6 +51,9 @@ def _add_config(p: argparse.ArgumentParser, train: bool = False, codec: bool = F
         p.add_argument("--generator", choices=["conv", "reference"])
         p.add_argument("--gen-width", type=int, help="conv generator width")
         p.add_argument("--pre-pool", type=int, help="conv generator: average-pool the input by this factor first")
+        p.add_argument("--stored-epochs", type=int,
+                       help="then fine-tune the classifier on stored images for this many epochs (0 = off; "
+                            "colour default 1)")
         p.add_argument("--rank-weight", type=float,
                        help="weight of the rank loss (trains the top-k ranking the per-image search uses; 0 = off)")
         p.add_argument("--device", help="auto | cpu | cuda[:N]")
@@ -115,6 +119,7 @@ def cmd_train_mask_generator(args: argparse.Namespace) -> int:
     from nice.data.sources import training_data
     from nice.device import configure_threads
     from nice.training.mask_generator import train_mask_generator
+    from nice.training.stored import train_for_storage
 
     configure_threads()
     classifier, clf_cfg, _ = load_classifier(args.classifier)
@@ -122,8 +127,9 @@ def cmd_train_mask_generator(args: argparse.Namespace) -> int:
     # The classifier's checkpoint config (colour or grey defaults) is the base; flags override.
     cfg = _config(args, base=clf_cfg)
     res = train_mask_generator(cfg, classifier, train, val)
-    NiceModel(classifier, res.model, cfg, class_names=names).save(args.out, res.final)
-    print(json.dumps({"out": str(args.out), **res.final}))
+    classifier, stored = train_for_storage(cfg, classifier, res.model, train, val)
+    NiceModel(classifier, res.model, cfg, class_names=names).save(args.out, {**res.final, **stored})
+    print(json.dumps({"out": str(args.out), **res.final, **stored}))
     return 0
 
 

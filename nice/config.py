@@ -72,6 +72,13 @@ class ClassifierTrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # only takes effect on CUDA
+    # "Train for what is stored": once the generator is trained, fine-tune the classifier for
+    # this many epochs on batches that are half originals, half what the per-image search
+    # stores (nice/training/stored.py). 0 = off. Past `stored_max_drop` points of validation
+    # accuracy on the originals the original classifier is kept.
+    stored_epochs: int = 0
+    stored_lr: float = 3e-4
+    stored_max_drop: float = 0.5
 
 
 @dataclass
@@ -259,5 +266,7 @@ def colour_default(image_size: int = 64) -> NiceConfig:
         mixing=MixingConfig(mode="lowres", pool=8),
         classifier=ClassifierConfig(arch="resnet", in_channels=3, image_size=0, width=32),
         generator=GeneratorConfig(arch="conv", width=16, depth=2, pre_pool=2),
+        # mnist-m: 11% fewer bytes through the search, accuracy on originals +0.2 points
+        train_classifier=ClassifierTrainConfig(stored_epochs=1),
         codec=CodecConfig(format="source", quality=85),
     )

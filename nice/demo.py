@@ -17,6 +17,7 @@ from nice.data.sources import export_png_folder, load_builtin
 from nice.device import configure_threads, pick_device
 from nice.training.classifier import train_classifier
 from nice.training.mask_generator import evaluate_masks, train_mask_generator
+from nice.training.stored import train_for_storage
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,9 @@ def run_demo(workdir: str | Path, cfg: NiceConfig | None = None, dataset: str = 
     model_dir = workdir / "model"
     if reuse and (model_dir / "mask_generator.pt").is_file():
         model = NiceModel.load(model_dir)
-        model.classifier = classifier
     else:
         gen = train_mask_generator(cfg, classifier, train_ds, test_ds, progress=progress)
+        classifier, _ = train_for_storage(cfg, classifier, gen.model, train_ds, test_ds, progress=progress)
         model = NiceModel(classifier=classifier, generator=gen.model, config=cfg,
                           class_names=test_split.class_names)
         model.save(model_dir, {"classifier_test_accuracy": clf_acc})

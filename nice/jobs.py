@@ -123,6 +123,7 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
     from nice.data.sources import training_data
     from nice.device import configure_threads
     from nice.training.mask_generator import train_mask_generator
+    from nice.training.stored import train_for_storage
 
     ctx = ctx or StepContext()
     configure_threads()
@@ -135,14 +136,18 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
                                            **_flat(cfg.train_generator, "train.")}) as run_id:
         res = train_mask_generator(cfg, clf, train, val, on_epoch=ctx.epoch_logger("epoch_"),
                                    progress=ctx.progress)
+        # The model ships with the classifier fine-tuned on stored images where configured.
+        clf, stored = train_for_storage(cfg, clf, res.model, train, val, on_epoch=ctx.epoch_logger("stored_epoch_"),
+                                        progress=ctx.progress)
+        final = {**res.final, **stored}
         nice_model = NiceModel(clf, res.model, cfg, class_names=names)
-        nice_model.save(out, res.final)
-        ctx.log_metrics(res.final)
+        nice_model.save(out, final)
+        ctx.log_metrics(final)
         version = None
         if ctx.tracker is not None:
             version = ctx.tracker.log_nice_model(out, channels, cfg.classifier.image_size)
             _log_mask_grid(ctx, nice_model, val)
-    return {"model_dir": str(out), "metrics": res.final, "config": cfg.to_dict(),
+    return {"model_dir": str(out), "metrics": final, "config": cfg.to_dict(),
             "registered_version": version, "mlflow_run_id": run_id}
 
 

@@ -124,6 +124,9 @@ def test_cli_trains_both_models_on_an_artifact(tmp_path, capsys):
     assert {"val_accuracy", "test_accuracy"} <= set(out)
     assert main(["train-mask-generator", "--dataset", str(tmp_path / "mm"), "--classifier", str(tmp_path / "clf.pt"),
                  "--out", str(tmp_path / "model"), "--epochs", "1"]) == 0
+    # colour models then fine-tune the classifier on stored images (the colour default)
+    gen = json.loads(capsys.readouterr().out)
+    assert {"val_accuracy_stored_before", "val_accuracy_stored_after", "stored_finetune_kept"} <= set(gen)
     from nice.bundle import NiceModel
     model = NiceModel.load(tmp_path / "model")
     assert model.config.gates.block == 8 and model.config.mixing.mode == "lowres"
