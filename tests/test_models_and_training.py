@@ -168,6 +168,8 @@ def test_finetuning_on_stored_images_makes_them_classifiable(small_model, mnist_
     train, test, _, _ = mnist_small
     cfg = model.config.with_overrides({"train_classifier": {"stored_epochs": 1, "batch_size": 64},
                                        "search": {"keep": [0.05, 0.1]}})
+    for p in model.classifier.parameters():  # as after train_mask_generator, which freezes it
+        p.requires_grad_(False)
     before = {k: v.clone() for k, v in model.classifier.state_dict().items()}
     res = finetune_on_stored(cfg, model.classifier, model.generator, torch.utils.data.Subset(train, range(3000)),
                              torch.utils.data.Subset(test, range(500)), progress=False)

@@ -82,6 +82,8 @@ def finetune_on_stored(cfg: NiceConfig, classifier: nn.Module, generator: nn.Mod
     stored = StoredImages(cfg, generator, seed=tc.seed)
     before = _accuracies(classifier, val, cfg, generator, tc.seed)
     model = copy.deepcopy(classifier).train()
+    for p in model.parameters():  # the generator's training froze the classifier it was given
+        p.requires_grad_(True)
     loader = make_loader(train, tc.batch_size, shuffle=True, seed=tc.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.stored_lr, weight_decay=tc.weight_decay)
     history: list[dict[str, float]] = []
