@@ -52,10 +52,10 @@ def _add_config(p: argparse.ArgumentParser, train: bool = False, codec: bool = F
         p.add_argument("--gen-width", type=int, help="conv generator width")
         p.add_argument("--pre-pool", type=int, help="conv generator: average-pool the input by this factor first")
         p.add_argument("--stored-epochs", type=int,
-                       help="then fine-tune the classifier on stored images for this many epochs (0 = off; "
-                            "colour default 1)")
+                       help="then fine-tune the classifier on stored images for this many epochs (0 = off; default 1)")
         p.add_argument("--rank-weight", type=float,
-                       help="weight of the rank loss (trains the top-k ranking the per-image search uses; 0 = off)")
+                       help="weight of the rank loss (trains the top-k ranking the per-image search uses; "
+                            "0 = off; default 1 for grey, 0 for colour models)")
         p.add_argument("--device", help="auto | cpu | cuda[:N]")
         p.add_argument("--seed", type=int)
     if codec:

@@ -39,6 +39,7 @@ def small_model(mnist_small, tmp_path_factory) -> Path:
     cfg.train_classifier.epochs = 2
     cfg.train_generator.epochs = 2
     cfg.train_generator.batch_size = 64  # enough steps for the gates to settle on 6,000 images
+    cfg.train_generator.rank_weight = 0.0  # plain NICE: tests compare the rank loss against it
     clf = train_classifier(cfg, train, test, progress=False)
     gen = train_mask_generator(cfg, clf.model, train, test, progress=False)
     path = tmp_path_factory.mktemp("model") / "nice-model"
