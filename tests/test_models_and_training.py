@@ -178,3 +178,24 @@ def test_finetuning_on_stored_images_makes_them_classifiable(small_model, mnist_
     assert f["val_accuracy_after"] >= f["val_accuracy_before"] - 0.005, f
     assert f["stored_finetune_kept"] == 1.0 and res.model is not model.classifier
     assert all(torch.equal(before[k], v) for k, v in model.classifier.state_dict().items())
+
+
+def test_tuned_inference_keeps_outputs_at_any_size():
+    """Whatever variant wins the timing (eager / frozen, NCHW / channels-last), its outputs are
+    the module's, also at input sizes it was not timed on; `trace=False` never traces."""
+    from nice.config import GateConfig, GeneratorConfig
+    from nice.models import build_generator
+    from nice.models.fuse import fuse_for_inference, tuned_for_cpu
+
+    torch.manual_seed(0)
+    clf = fuse_for_inference(build_classifier(ClassifierConfig(arch="resnet", in_channels=3, width=8, stem="patch")))
+    gen = build_generator(GeneratorConfig(pre_pool=2), GateConfig(block=8), 3).eval()
+    fast_clf, fmt = tuned_for_cpu(clf, torch.rand(16, 3, 64, 64))
+    fast_gen, _ = tuned_for_cpu(gen, torch.rand(16, 3, 64, 64), trace=False)
+    assert fmt in (torch.contiguous_format, torch.channels_last)
+    assert not isinstance(fast_gen, torch.jit.ScriptModule)
+    with torch.no_grad():
+        for shape in [(3, 3, 64, 64), (2, 3, 96, 72), (1, 3, 37, 101)]:
+            x = torch.rand(shape)
+            assert torch.allclose(fast_clf(x.contiguous(memory_format=fmt)), clf(x), atol=1e-4)
+            assert torch.allclose(fast_gen(x), gen(x), atol=1e-5)
