@@ -75,9 +75,8 @@ def floor(images: list[bytes], cfg) -> float:
     return len(images) / (time.perf_counter() - t)
 
 
-def nice_path(images: list[bytes], model: NiceModel, batch: int, profile: bool = False, search: bool = True,
-              tune: bool = True):
-    comp = Compressor(model, model.config.with_overrides({"search": {"enabled": search}}), batch_size=batch, tune=tune)
+def nice_path(images: list[bytes], model: NiceModel, batch: int, profile: bool = False, search: bool = True):
+    comp = Compressor(model, model.config.with_overrides({"search": {"enabled": search}}), batch_size=batch)
     items = [SourceItem(uri=f"img{i}.jpg", key=f"img{i}.jpg", data=d) for i, d in enumerate(images)]
     prof = cProfile.Profile() if profile else None
     t = time.perf_counter()

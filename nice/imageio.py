@@ -208,7 +208,7 @@ def _native_pixels(data: bytes, mode: str) -> np.ndarray | None:
         return t.permute(1, 2, 0).contiguous().numpy()
     if mode == "L" and t.shape[0] == 1:
         return t[0].numpy()
-    if mode == "L" and t.shape[0] == 3 and bool((t[0] == t[1]).all() and (t[0] == t[2]).all()):
+    if mode == "L" and t.shape[0] == 3 and _neutral_array(t.permute(1, 2, 0).numpy()):
         return t[0].numpy()  # Pillow's L of a neutral pixel is that pixel's value
     return None
 

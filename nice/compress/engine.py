@@ -71,7 +71,7 @@ class Compressor:
     """Holds a loaded model and the job's config; `compress` turns source items into rows."""
 
     def __init__(self, model: NiceModel, cfg: NiceConfig | None = None, run_id: str = "",
-                 device: str | torch.device = "cpu", batch_size: int = 64, tune: bool = True) -> None:
+                 device: str | torch.device = "cpu", batch_size: int = 64) -> None:
         self.cfg = cfg or model.config
         # The model fixes architecture, gates and mixing; the job may change codec and guard.
         if (self.cfg.gates, self.cfg.mixing, self.cfg.classifier) != (
@@ -84,7 +84,7 @@ class Compressor:
         classifier = fuse_for_inference(model.classifier).to(self.device)
         generator = model.generator.to(self.device).eval()
         self.formats = (torch.contiguous_format, torch.contiguous_format)
-        if self.device.type == "cpu" and tune:
+        if self.device.type == "cpu":
             side = self.cfg.classifier.image_size or 64
             example = torch.rand(min(batch_size, 256), self.cfg.classifier.in_channels, side, side)
             classifier, clf_fmt = tuned_for_cpu(classifier, example)

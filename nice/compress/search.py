@@ -100,6 +100,16 @@ def ladders(fmt: str, cfg: SearchConfig, grey: bool) -> list[list[Rung]]:
     return [lad for lad in out if lad]
 
 
+def search_formats(cfg: SearchConfig, source_format: str) -> list[str]:
+    """The output containers searched for a source of `source_format` (`source` resolved)."""
+    out: list[str] = []
+    for f in cfg.formats:
+        fmt = output_format(CodecConfig(format=f), source_format)
+        if fmt not in out:
+            out.append(fmt)
+    return out
+
+
 def posterise(arr: np.ndarray, levels: int) -> np.ndarray:
     if levels >= 256:
         return arr
@@ -135,12 +145,7 @@ class OperatingPointSearch:
         self.smooth = rank_window(cfg.rank_smooth_px, block)
 
     def formats_for(self, source_format: str) -> list[str]:
-        out: list[str] = []
-        for f in self.cfg.formats:
-            fmt = output_format(CodecConfig(format=f), source_format)
-            if fmt not in out:
-                out.append(fmt)
-        return out
+        return search_formats(self.cfg, source_format)
 
     def run(self, x: torch.Tensor, scores: torch.Tensor, src_pred: Sequence[int], src_bytes: Sequence[int],
             source_formats: Sequence[str], mode: str, store_mode: str | None = None,

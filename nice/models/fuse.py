@@ -9,10 +9,11 @@ import time
 import warnings
 
 import torch
-
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import BasicBlock
+
+log = logging.getLogger(__name__)
 
 
 def _fuse_sequential(seq: nn.Sequential) -> None:
@@ -35,9 +36,6 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
         elif isinstance(module, nn.Sequential):
             _fuse_sequential(module)
     return model
-
-
-log = logging.getLogger(__name__)
 
 
 def frozen_for_cpu(model: nn.Module, example: torch.Tensor) -> nn.Module | None:

@@ -23,15 +23,14 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from nice.codec import output_format
-from nice.compress.search import Rung, encode_rung, ladders
-from nice.config import CodecConfig, NiceConfig
+from nice.compress.search import Rung, encode_rung, ladders, search_formats
+from nice.config import NiceConfig
 from nice.data.arrays import make_loader
-from nice.device import pick_device, seed_everything
+from nice.device import seed_everything
 from nice.gates import rank_scores, rank_window, topk_mask
 from nice.imageio import decoded_pixels, to_float_batch, to_uint8_batch
 from nice.mixing import make_mixer
-from nice.training.common import EpochCallback, TrainResult, predict
+from nice.training.common import EpochCallback, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +46,9 @@ class StoredImages:
         self.mixer = make_mixer(cfg.mixing, cfg.gates.block)
         self.window = rank_window(cfg.search.rank_smooth_px, cfg.gates.block)
         self.mode = "L" if cfg.classifier.in_channels == 1 else "RGB"
-        source = "PNG" if self.mode == "L" else "JPEG"
-        self.rungs: list[Rung] = [r for f in cfg.search.formats
-                                  for lad in ladders(output_format(CodecConfig(format=f), source), cfg.search,
-                                                     self.mode == "L")
-                                  for r in lad]
+        grey = self.mode == "L"
+        self.rungs: list[Rung] = [r for fmt in search_formats(cfg.search, "PNG" if grey else "JPEG")
+                                  for lad in ladders(fmt, cfg.search, grey) for r in lad]
         self.rng = np.random.default_rng(seed)
 
     @torch.no_grad()
@@ -74,13 +71,10 @@ def finetune_on_stored(cfg: NiceConfig, classifier: nn.Module, generator: nn.Mod
     and after, and whether the fine-tuned classifier was kept."""
     tc = cfg.train_classifier
     seed_everything(tc.seed)
-    device = pick_device(tc.device)
-    if device.type != "cpu":  # the codec round trip runs on the CPU
-        log.info("fine-tuning on stored images runs on the CPU")
-        device = torch.device("cpu")
+    # Runs on the CPU whatever `tc.device` says: every stored image is a codec round trip there.
     generator = copy.deepcopy(generator).eval()
     stored = StoredImages(cfg, generator, seed=tc.seed)
-    before = _accuracies(classifier, val, cfg, generator, tc.seed)
+    before: dict[str, float] | None = None
     model = copy.deepcopy(classifier).train()
     for p in model.parameters():  # the generator's training froze the classifier it was given
         p.requires_grad_(True)
@@ -102,7 +96,10 @@ def finetune_on_stored(cfg: NiceConfig, classifier: nn.Module, generator: nn.Mod
             total += loss.item() * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.4f}")
-        after = _accuracies(model, val, cfg, generator, tc.seed)
+        # The original is scored in the same pass as the first epoch's model: one codec round
+        # trip of the validation set serves both.
+        scored = _accuracies([model] if before else [model, classifier], val, cfg, generator, tc.seed)
+        after, before = scored[0], before or scored[1]
         metrics = {"stored_train_loss": total / seen, **{f"{k}_after": v for k, v in after.items()}}
         history.append(metrics)
         if progress:
@@ -112,6 +109,7 @@ def finetune_on_stored(cfg: NiceConfig, classifier: nn.Module, generator: nn.Mod
         if on_epoch:
             on_epoch(epoch, metrics)
     model.eval()
+    before = before or _accuracies([classifier], val, cfg, generator, tc.seed)[0]
     final = {**{f"{k}_before": v for k, v in before.items()}, **(history[-1] if history else {})}
     drop = (before["val_accuracy"] - final.get("val_accuracy_after", before["val_accuracy"])) * 100
     keep_new = bool(history) and drop <= tc.stored_max_drop
@@ -122,14 +120,24 @@ def finetune_on_stored(cfg: NiceConfig, classifier: nn.Module, generator: nn.Mod
     return TrainResult(model=model if keep_new else classifier, history=history, final=final)
 
 
-def _accuracies(classifier: nn.Module, val: Dataset, cfg: NiceConfig, generator: nn.Module, seed: int) -> dict[str, float]:
-    loader = make_loader(val, 512, shuffle=False)
-    cpu = torch.device("cpu")
-    preds, labels = predict(classifier, loader, cpu)
-    stored = StoredImages(cfg, generator, seed=seed + 1)  # the same draws before and after
-    preds_s, _ = predict(classifier, loader, cpu, transform=stored)
-    return {"val_accuracy": (preds == labels).float().mean().item(),
-            "val_accuracy_stored": (preds_s == labels).float().mean().item()}
+@torch.no_grad()
+def _accuracies(nets: list[nn.Module], val: Dataset, cfg: NiceConfig, generator: nn.Module,
+                seed: int) -> list[dict[str, float]]:
+    """Validation accuracy of each classifier on the originals and on stored images, in one
+    pass: every batch is stored (encoded, decoded) once for all of them, with the same draws
+    on every call."""
+    stored = StoredImages(cfg, generator, seed=seed + 1)
+    for net in nets:
+        net.eval()
+    hits = torch.zeros(len(nets), 2)
+    n = 0
+    for x, y in make_loader(val, 512, shuffle=False):
+        xs = stored(x)
+        for i, net in enumerate(nets):
+            hits[i, 0] += (net(x).argmax(1) == y).sum()
+            hits[i, 1] += (net(xs).argmax(1) == y).sum()
+        n += len(y)
+    return [{"val_accuracy": float(h[0]) / n, "val_accuracy_stored": float(h[1]) / n} for h in hits]
 
 
 def train_for_storage(cfg: NiceConfig, classifier: nn.Module, generator: nn.Module, train: Dataset, val: Dataset,
