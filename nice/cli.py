@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from nice.config import NiceConfig
+from nice.config import MIXING_MODES, NiceConfig
 
 
 def _config(args: argparse.Namespace, base: NiceConfig | None = None) -> NiceConfig:
@@ -46,7 +46,7 @@ def _add_config(p: argparse.ArgumentParser, train: bool = False, codec: bool = F
         p.add_argument("--mu", type=float, help="weight of the TV smoothness penalty")
         p.add_argument("--target", choices=["prediction", "label"])
         p.add_argument("--block", type=int, help="gate block size b (power of two)")
-        p.add_argument("--mixing", choices=["zero", "lowres", "blur"])
+        p.add_argument("--mixing", choices=list(MIXING_MODES))
         p.add_argument("--pool", type=int, help="background block size k for lowres mixing")
         p.add_argument("--generator", choices=["conv", "reference"])
         p.add_argument("--gen-width", type=int, help="conv generator width")

@@ -50,3 +50,18 @@ def test_mixing_is_differentiable_in_the_gates():
     z = torch.full((1, 1, 2, 2), 0.5, requires_grad=True)
     mix(x, z, MixingConfig(mode="lowres", pool=8), block=8).sum().backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_mean_background_is_each_images_mean_colour():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 37, 53)
+    z = (torch.rand(2, 1, 5, 7) > 0.5).float()
+    cfg = MixingConfig(mode="mean", pool=12)  # pool is unused: any value is valid
+    NiceConfig(gates=GateConfig(block=8), mixing=cfg)
+    out = mix(x, z, cfg, block=8)
+    zp = upsample_gates(z, 8, (37, 53))
+    for i in range(2):
+        fg, bg = zp[i, 0] == 1, zp[i, 0] == 0
+        assert torch.equal(out[i][:, fg], x[i][:, fg])
+        mean = x[i].mean(dim=(1, 2))[:, None]
+        assert torch.allclose(out[i][:, bg], mean.expand(-1, int(bg.sum())), atol=1e-6)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nice.evaluate.benchmark import MAX_DROP_POINTS, Benchmark, RateAccuracy, run_benchmark
+from nice.evaluate.benchmark import GOAL_RATIO, MAX_DROP_POINTS, Benchmark, RateAccuracy, run_benchmark
 
 
 def load_test_set(spec: str, limit: int | None = None) -> tuple[list[bytes], list[int], list[str]]:
@@ -116,6 +116,15 @@ def verdicts(b: Benchmark) -> list[str]:
             lines.append(f"NICE does NOT beat the best baseline: its best point within a {MAX_DROP_POINTS}-point "
                          f"drop is {n.bytes_ratio:.3f}x ({n.setting}), while {base.method} {base.setting} needs "
                          f"{base.bytes_ratio:.3f}x (NICE needs {-(b.saving_vs_best or 0) * 100:.1f}% more bytes).")
+        for label, base in (("every baseline", b.best_baseline),
+                            ("the codec baselines (whole image: sweeps, oracles, whole-image search, downsampling, "
+                             "posterisation)", b.best_codec_baseline),
+                            ("the other rankings through NICE's own mixing, codec and search", b.best_ranking_baseline)):
+            r = b.ratio_to(base)
+            if r is not None:
+                lines.append(f"Bytes ratio NICE / best of {label}: {r:.3f} ({n.bytes_ratio:.4f}x vs {base.method} "
+                             f"{base.setting} {base.bytes_ratio:.4f}x); goal <= {GOAL_RATIO}: "
+                             f"{'met' if r <= GOAL_RATIO else 'NOT met'}.")
     elif b.best_baseline:
         lines.append("No NICE operating point stays within the accuracy budget.")
     by = {e.method: e for e in b.explain}
