@@ -92,7 +92,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
     configure_threads()
     train, test, names, channels = training_data(args.dataset)
-    # Colour sources get the colour defaults (ResNet, 8x8 block gates, lowres mixing).
+    # Colour sources get the colour defaults (ResNet, 8x8 block gates, mean-colour background).
     cfg = _config(args, base=colour_default() if channels == 3 else None)
     cfg.classifier.num_classes = len(names)
     res = train_classifier(cfg, train, test)

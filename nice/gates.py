@@ -89,25 +89,6 @@ def rank_scores(scores: torch.Tensor, window: int) -> torch.Tensor:
                         count_include_pad=False)[:, 0]
 
 
-def rate_aware(scores: torch.Tensor, x: torch.Tensor, background: torch.Tensor, exponent: float,
-               logits: bool = False) -> torch.Tensor:
-    """Scores (N,h,w) per unit of coding cost: each image's scores scaled to (0,1] (gate logits
-    through the sigmoid first, so they read as keep probabilities), divided by the block's cost
-    ** `exponent`. A block's cost is how far its pixels are from the background it would
-    otherwise be mixed to (what keeping it adds to the file), relative to the image's mean.
-    Among blocks the ranking values alike, the cheap ones are kept first. `exponent` 0 = the
-    scores unchanged."""
-    if exponent <= 0:
-        return scores
-    u = torch.sigmoid(scores.float()) if logits else scores.float()
-    lo, hi = u.amin(dim=(1, 2), keepdim=True), u.amax(dim=(1, 2), keepdim=True)
-    u = (u - lo) / (hi - lo).clamp_min(1e-8) + 1e-3
-    detail = (x.float() - background.float()).abs().mean(1, keepdim=True)
-    cost = F.adaptive_avg_pool2d(detail, tuple(scores.shape[-2:]))[:, 0]
-    cost = cost / cost.mean(dim=(1, 2), keepdim=True).clamp_min(1e-8) + 0.05
-    return u / cost ** exponent
-
-
 def relaxed_topk(scores: torch.Tensor, keep: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Top-`keep` gate grids (N,1,h,w) for training: the forward pass is exactly `topk_mask`
     (what the search stores), the backward pass that of sigmoid((s - t) / temperature) around

@@ -76,7 +76,7 @@ def bucket(s3_endpoint, request):
 
 @pytest.fixture(scope="session")
 def colour_model(tmp_path_factory) -> Path:
-    """A ResNet classifier + 8x8-block lowres generator trained briefly on mnist-m at 64 px."""
+    """A ResNet classifier + 8x8-block generator (mean-colour background) trained briefly on mnist-m at 64 px."""
     from nice.config import colour_default
     from nice.data.arrays import ArrayImageDataset
     from nice.data.mnistm import make_mnistm

@@ -47,7 +47,7 @@ def test_gates_pass_and_fail_on_each_threshold():
 def test_config_overrides_coerce_transport_floats_and_hash_ignores_promotion():
     cfg = colour_default().with_overrides({"train_generator": {"epochs": 2.0, "lam": 1.5}, "gates": {"block": 4.0}})
     assert cfg.train_generator.epochs == 2 and isinstance(cfg.train_generator.epochs, int)
-    assert cfg.gates.block == 4 and cfg.train_generator.lam == 1.5 and cfg.mixing.mode == "lowres"
+    assert cfg.gates.block == 4 and cfg.train_generator.lam == 1.5 and cfg.mixing.mode == "mean"
     assert cfg.with_overrides({"promotion": {"max_bytes_ratio": 0.5}}).hash() == cfg.hash()
     assert cfg.with_overrides({"codec": {"quality": 70}}).hash() != cfg.hash()
     with pytest.raises(ValueError, match="unknown"):

@@ -95,24 +95,3 @@ def test_rank_scores_window_and_identity():
     assert torch.equal(rank_scores(s, 1), s)
     sm = rank_scores(s, 3)
     assert sm[0, 3, 3] == pytest.approx(1.0) and sm[0, 2, 2] == pytest.approx(1.0) and sm[0, 0, 0] == 0
-
-
-def test_rate_aware_ranking_keeps_cheap_blocks_among_equals():
-    from nice.evaluate.attributions import topk_mask
-    from nice.gates import rate_aware
-
-    # 2x2 gate grid of 4 px blocks: the left column is textured (costly to keep), the right flat.
-    x = torch.full((1, 1, 8, 8), 0.5)
-    x[..., :, :4] = torch.rand(1, 1, 8, 4, generator=torch.Generator().manual_seed(0))
-    background = torch.full_like(x, 0.5)
-    equal = torch.zeros(1, 2, 2)
-    assert torch.equal(rate_aware(equal, x, background, 0.0), equal)  # exponent 0: unchanged
-    kept = topk_mask(rate_aware(equal, x, background, 1.0, logits=True), 0.5)[0, 0]
-    assert kept.tolist() == [[0.0, 1.0], [0.0, 1.0]]
-    # A block the generator is sure about stays first however much it costs.
-    sure = torch.tensor([[[10.0, -10.0], [-10.0, -10.0]]])
-    assert topk_mask(rate_aware(sure, x, background, 1.0, logits=True), 0.25)[0, 0, 0, 0] == 1
-    # On a flat image every block costs the same: the scores' own order.
-    flat = torch.full_like(x, 0.5)
-    s = torch.tensor([[[0.3, -1.0], [2.0, 0.1]]])
-    assert torch.equal(rate_aware(s, flat, background, 1.0, logits=True).flatten().argsort(), s.flatten().argsort())

@@ -161,24 +161,3 @@ def test_search_in_the_source_container():
     (res,) = Compressor(model).compress([SourceItem("a.png", src)])
     assert res.row["status"] == "compressed" and res.row["format_out"] == "png"
     assert res.output.startswith(b"\x89PNG") and _decoded_class(res.output) == 1
-
-
-def test_rate_aware_search_keeps_the_cheap_blocks():
-    """Gates that value every block alike: with `search.rank_cost` the search keeps the flat
-    half at full resolution and mixes the textured half to its low-resolution background."""
-    from nice.config import GateConfig, MixingConfig
-
-    rng = np.random.default_rng(0)
-    arr = np.full((32, 32), 200, np.uint8)
-    arr[:, :16] = rng.integers(100, 256, (32, 16), dtype=np.uint8)
-    cfg = NiceConfig(classifier=ClassifierConfig(arch="lenet", in_channels=1, num_classes=2, image_size=0),
-                     gates=GateConfig(block=8), mixing=MixingConfig(mode="lowres", pool=8),
-                     search=SearchConfig(keep=(0.5,), grey_levels=(256,), rank_cost=1.0))
-    model = NiceModel(Brightness(), ConstantGates(0.0, block=8), cfg, uri="test")
-    (res,) = Compressor(model).compress([SourceItem("a.png", _png(arr, compress_level=0))])
-    assert res.row["status"] == "compressed" and res.row["mask_density"] == pytest.approx(0.5)
-    out = np.asarray(Image.open(io.BytesIO(res.output)).convert("L"), dtype=np.int16)
-    assert np.array_equal(out[:, 16:], arr[:, 16:])  # the flat half, kept
-    for r in range(0, 32, 8):  # the textured half: one value per 8x8 block (lossless store)
-        for c in range(0, 16, 8):
-            assert np.ptp(out[r:r + 8, c:c + 8]) == 0

@@ -129,5 +129,5 @@ def test_cli_trains_both_models_on_an_artifact(tmp_path, capsys):
     assert {"val_accuracy_stored_before", "val_accuracy_stored_after", "stored_finetune_kept"} <= set(gen)
     from nice.bundle import NiceModel
     model = NiceModel.load(tmp_path / "model")
-    assert model.config.gates.block == 8 and model.config.mixing.mode == "lowres"
+    assert model.config.gates.block == 8 and model.config.mixing.mode == "mean"
     assert model.config.classifier.arch == "resnet" and model.class_names == [str(i) for i in range(10)]

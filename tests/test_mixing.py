@@ -65,3 +65,17 @@ def test_mean_background_is_each_images_mean_colour():
         assert torch.equal(out[i][:, fg], x[i][:, fg])
         mean = x[i].mean(dim=(1, 2))[:, None]
         assert torch.allclose(out[i][:, bg], mean.expand(-1, int(bg.sum())), atol=1e-6)
+
+
+def test_colour_default_trains_against_block_means_and_stores_a_flat_background():
+    from nice.config import MaskTrainConfig, colour_default
+
+    cfg = colour_default()
+    assert cfg.mixing.mode == "mean" and cfg.training_mixing() == MixingConfig(mode="lowres", pool=8)
+    assert NiceConfig().training_mixing() == NiceConfig().mixing  # grey: trains on what it stores
+    # The block alignment rule holds for the training background too.
+    with pytest.raises(ValueError, match="multiple"):
+        NiceConfig(gates=GateConfig(block=8), mixing=MixingConfig(mode="mean", pool=12),
+                   train_generator=MaskTrainConfig(mixing="lowres"))
+    with pytest.raises(ValueError, match="train_generator.mixing"):
+        MaskTrainConfig(mixing="flat")

@@ -140,28 +140,46 @@ def test_stored_images_are_what_the_search_stores(small_model, mnist_small):
     import numpy as np
 
     from nice.bundle import NiceModel
-    from nice.gates import rank_scores, rank_window, rate_aware, topk_mask
+    from nice.gates import rank_scores, rank_window, topk_mask
     from nice.imageio import to_uint8_batch
     from nice.mixing import make_mixer
     from nice.compress.search import posterise
     from nice.training.stored import StoredImages
 
     model = NiceModel.load(small_model)
+    cfg = model.config.with_overrides({"search": {"keep": [0.1], "grey_levels": [2]}})
     _, test, _, _ = mnist_small
     x = torch.stack([test[i][0] for i in range(16)])
-    mixer = make_mixer(model.config.mixing, 1)
-    masks = []
-    for rank_cost in (0.0, 1.0):  # plain and rate-aware ranking: the search's own either way
-        cfg = model.config.with_overrides({"search": {"keep": [0.1], "grey_levels": [2], "rank_cost": rank_cost}})
-        out = StoredImages(cfg, model.generator)(x)
-        assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
-        with torch.no_grad():
-            s = rank_scores(model.generator(x)[:, 0], rank_window(cfg.search.rank_smooth_px, 1))
-            z = topk_mask(rate_aware(s, x, mixer(x, torch.zeros_like(s[:, None])), rank_cost, logits=True), 0.1)
-        expect = posterise(to_uint8_batch(mixer(x, z)), 2)
-        assert np.array_equal(to_uint8_batch(out), expect)
-        masks.append(z)
-    assert not torch.equal(masks[0], masks[1])
+    out = StoredImages(cfg, model.generator)(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    with torch.no_grad():
+        z = topk_mask(rank_scores(model.generator(x)[:, 0], rank_window(cfg.search.rank_smooth_px, 1)), 0.1)
+    expect = posterise(to_uint8_batch(make_mixer(cfg.mixing, 1)(x, z)), 2)
+    assert np.array_equal(to_uint8_batch(out), expect)
+
+
+def test_stored_images_use_the_stored_background_not_the_training_one(small_model, mnist_small):
+    """A model that trains its generator against one background and stores another: the
+    classifier is fine-tuned on what is stored (here every dropped pixel = the image's mean)."""
+    import numpy as np
+
+    from nice.bundle import NiceModel
+    from nice.gates import rank_scores, rank_window, topk_mask
+    from nice.imageio import to_uint8_batch
+    from nice.training.stored import StoredImages
+
+    model = NiceModel.load(small_model)
+    cfg = model.config.with_overrides({"mixing": {"mode": "mean"}, "train_generator": {"mixing": "zero"},
+                                       "search": {"keep": [0.1], "grey_levels": [256]}})
+    _, test, _, _ = mnist_small
+    x = torch.stack([test[i][0] for i in range(8)])
+    out = to_uint8_batch(StoredImages(cfg, model.generator)(x))
+    with torch.no_grad():
+        z = topk_mask(rank_scores(model.generator(x)[:, 0], rank_window(cfg.search.rank_smooth_px, 1)), 0.1)
+    means = to_uint8_batch(x.mean(dim=(2, 3), keepdim=True).expand_as(x))
+    dropped = z[:, 0].numpy() == 0
+    assert np.array_equal(out[dropped], means[dropped])  # lossless rung: exactly the mean grey
+    assert (means[dropped] > 0).all()  # and not the zero background the generator trained on
 
 
 def test_finetuning_on_stored_images_makes_them_classifiable(small_model, mnist_small):

@@ -205,8 +205,7 @@ class Compressor:
     def _run_search(self, batch: list[_Work], x: torch.Tensor, log_alpha: torch.Tensor) -> list[tuple[_Work, ItemResult]]:
         assert self.search is not None
         choices = self.search.run(x, log_alpha[:, 0], [w.pred_src for w in batch], [len(w.item.data) for w in batch],
-                                  [w.decoded.format for w in batch], batch[0].decoded.mode, batch[0].store_mode,
-                                  logits=True)
+                                  [w.decoded.format for w in batch], batch[0].decoded.mode, batch[0].store_mode)
         out = []
         for w, c in zip(batch, choices):
             if c is None:

@@ -28,7 +28,7 @@ from PIL import Image
 
 from nice.codec import EXTENSIONS, output_format
 from nice.config import CodecConfig, SearchConfig
-from nice.gates import rank_scores, rank_window, rate_aware, topk_mask
+from nice.gates import rank_scores, rank_window, topk_mask
 from nice.imageio import decoded_pixels, to_uint8_batch
 
 LOSSY = ("jpeg", "webp", "avif")
@@ -149,18 +149,14 @@ class OperatingPointSearch:
 
     def run(self, x: torch.Tensor, scores: torch.Tensor, src_pred: Sequence[int], src_bytes: Sequence[int],
             source_formats: Sequence[str], mode: str, store_mode: str | None = None,
-            keep: Sequence[float] | None = None, logits: bool = False) -> list[Choice | None]:
-        """`x` (N,C,H,W) floats in [0,1]; `scores` (N,h,w) ranks the gate blocks (`logits`: they
-        are the generator's gate logits, read as keep probabilities by the rate-aware ranking). `mode` is the
+            keep: Sequence[float] | None = None) -> list[Choice | None]:
+        """`x` (N,C,H,W) floats in [0,1]; `scores` (N,h,w) ranks the gate blocks. `mode` is the
         classifier's pixel mode (L/RGB), `store_mode` what is written (a grey image read by a
         colour model is stored grey). None where no candidate is smaller than its source and
         keeps the prediction."""
         store_mode = store_mode or mode
         n = len(x)
         scores = rank_scores(scores.float(), self.smooth)  # MNIST: -7% bytes with a 5 px window
-        if self.cfg.rank_cost > 0:
-            background = self.mix(x, torch.zeros_like(scores[:, None]))
-            scores = rate_aware(scores, x, background, self.cfg.rank_cost, logits)
         grey = store_mode == "L"
         levels = tuple(keep if keep is not None else self.cfg.keep)
         best: list[Choice | None] = [None] * n

@@ -167,10 +167,9 @@ class RateAccuracy:
         return raw, guarded
 
     def searched(self, method: str, setting: str, scores: torch.Tensor | None,
-                 keep: Sequence[float] | None = None, logits: bool = False) -> RatePoint:
+                 keep: Sequence[float] | None = None) -> RatePoint:
         """The product's per-image operating-point search (nice/compress/search.py) with any
-        block ranking (`logits`: NICE's gate logits); `scores=None` searches the codec ladders
-        on the whole image only."""
+        block ranking; `scores=None` searches the codec ladders on the whole image only."""
         from nice.compress.search import OperatingPointSearch
 
         def classify(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +186,7 @@ class RateAccuracy:
         for s in range(0, len(self.x), 256):
             sl = slice(s, s + 256)
             choices = search.run(self.x[sl], scores[sl], self.src_preds[sl], self.src_bytes[sl],
-                                 self.formats[sl], mode, keep=keep, logits=logits)
+                                 self.formats[sl], mode, keep=keep)
             for j, c in enumerate(choices):
                 if c is not None:
                     sizes[s + j], preds[s + j] = len(c.data), c.pred
@@ -343,7 +342,7 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model, taus: 
     # The product's default: the per-image operating-point search, with NICE's ranking, with
     # every other ranking, and on the whole image (a codec oracle over the same ladders).
     levels = ", ".join(f"{k:g}" for k in model.config.search.keep)
-    points.append(ra.searched("nice", f"per-image search (keep {levels})", nice, logits=True))
+    points.append(ra.searched("nice", f"per-image search (keep {levels})", nice))
     points.append(ra.searched("oracle-search", "same formats and ladders, whole image", None))
     say("per-image search: nice and whole-image oracle done")
     for m in methods:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from nice.config import NiceConfig
+from nice.config import MixingConfig, NiceConfig
 from nice.data.arrays import make_loader
 from nice.device import pick_device, seed_everything
 from nice.gates import HardConcrete, rank_scores, rank_window, relaxed_topk, upsample_gates
@@ -32,11 +32,12 @@ def freeze(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def evaluate_masks(classifier: nn.Module, generator: nn.Module, cfg: NiceConfig, loader: DataLoader,
-                   device: torch.device, tau: float | None = None) -> dict[str, float]:
+                   device: torch.device, tau: float | None = None, mixing: MixingConfig | None = None) -> dict[str, float]:
     """Binarised-mask metrics: density (fraction of pixels kept), accuracy on mixed images
-    against labels, and agreement with the classifier's prediction on the originals."""
+    against labels, and agreement with the classifier's prediction on the originals. Mixed
+    with the stored background unless `mixing` says otherwise."""
     gates = HardConcrete(cfg.gates)
-    mixer = make_mixer(cfg.mixing, cfg.gates.block)
+    mixer = make_mixer(mixing or cfg.mixing, cfg.gates.block)
     tau = cfg.guard.tau if tau is None else tau
     classifier.eval()
     generator.eval()
@@ -78,7 +79,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     window = rank_window(cfg.search.rank_smooth_px, cfg.gates.block)
     rank_keep = torch.tensor(mc.rank_keep, dtype=torch.float32)
     gates = HardConcrete(cfg.gates)
-    mixer = make_mixer(cfg.mixing, cfg.gates.block)
+    mixer = make_mixer(cfg.training_mixing(), cfg.gates.block)
     distil = mc.task_loss == "kl" and mc.target == "prediction"
     objective = NiceLoss(gates, task_fn=kl_to_source if distil else F.cross_entropy)
     train_loader = make_loader(train, mc.batch_size, shuffle=True, seed=mc.seed)
@@ -131,7 +132,8 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
                 sums[key] += val_.item() * b
             bar.set_postfix(task=f"{sums['task'] / seen:.3f}", l0=f"{sums['l0'] / seen:.3f}")
         metrics = {f"train_{k}": v / seen for k, v in sums.items()}
-        metrics.update({f"val_{k}": v for k, v in evaluate_masks(classifier, generator, cfg, val_loader, device).items()})
+        val_metrics = evaluate_masks(classifier, generator, cfg, val_loader, device, mixing=cfg.training_mixing())
+        metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
         history.append(metrics)
         log.info("mask generator epoch %d: %s", epoch + 1, metrics)
         if progress:

@@ -27,7 +27,7 @@ from nice.compress.search import Rung, encode_rung, ladders, search_formats
 from nice.config import NiceConfig
 from nice.data.arrays import make_loader
 from nice.device import seed_everything
-from nice.gates import rank_scores, rank_window, rate_aware, topk_mask
+from nice.gates import rank_scores, rank_window, topk_mask
 from nice.imageio import decoded_pixels, to_float_batch, to_uint8_batch
 from nice.mixing import make_mixer
 from nice.training.common import EpochCallback, TrainResult
@@ -54,9 +54,6 @@ class StoredImages:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         scores = rank_scores(self.generator(x)[:, 0].float(), self.window)
-        if self.cfg.search.rank_cost > 0:  # the search's own ranking
-            background = self.mixer(x, torch.zeros_like(scores[:, None]))
-            scores = rate_aware(scores, x, background, self.cfg.search.rank_cost, logits=True)
         keep = torch.from_numpy(self.rng.choice(np.asarray(self.cfg.search.keep, dtype=np.float32), len(x)))
         pixels = to_uint8_batch(self.mixer(x, topk_mask(scores, keep)))
         out = []
