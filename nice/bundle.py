@@ -4,6 +4,7 @@ directory (`classifier.pt`, `mask_generator.pt`, `nice.json`) that compression l
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from nice.config import NiceConfig
 CLASSIFIER_FILE = "classifier.pt"
 GENERATOR_FILE = "mask_generator.pt"
 CONFIG_FILE = "nice.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,9 +47,23 @@ class NiceModel:
         generator, cfg, _ = load_generator(path / GENERATOR_FILE)
         names = None
         if (path / CONFIG_FILE).is_file():
-            names = json.loads((path / CONFIG_FILE).read_text()).get("class_names")
+            info = json.loads((path / CONFIG_FILE).read_text())
+            names = info.get("class_names")
+            if isinstance(info.get("config"), dict) and _differs(info["config"], cfg):
+                # nice.json is a readable copy; editing it changes nothing, so say so.
+                log.warning("%s differs from the config in the checkpoints, which is the one used; "
+                            "change settings with --config (or retrain) instead", path / CONFIG_FILE)
         return cls(classifier=classifier, generator=generator, config=cfg,
                    uri=str(path.resolve()), class_names=names)
+
+
+def _differs(written: dict, cfg: NiceConfig) -> bool:
+    """Whether nice.json's config says something else than the checkpoints' (keys added to
+    the config since the model was saved take their defaults on both sides)."""
+    try:
+        return NiceConfig.from_dict(written) != cfg
+    except (ValueError, TypeError, KeyError):
+        return True
 
 
 def resolve_model(uri: str | Path) -> NiceModel:

@@ -30,6 +30,29 @@ def test_checkpoint_roundtrip_with_config(tmp_path):
         read_checkpoint(path, "mask_generator")
 
 
+def test_model_directory_warns_when_nice_json_was_edited(tmp_path, caplog):
+    """The checkpoints carry the config; an edited nice.json changes nothing, and says so."""
+    import json
+    import logging
+
+    from nice.bundle import NiceModel
+    from nice.models import build_generator
+
+    cfg = NiceConfig()
+    NiceModel(build_classifier(cfg.classifier), build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels), cfg,
+              class_names=["a", "b"]).save(tmp_path / "m")
+    with caplog.at_level(logging.WARNING, logger="nice.bundle"):
+        assert NiceModel.load(tmp_path / "m").class_names == ["a", "b"]
+    assert not caplog.records
+    info = json.loads((tmp_path / "m" / "nice.json").read_text())
+    info["config"]["search"]["qualities"] = [50]
+    (tmp_path / "m" / "nice.json").write_text(json.dumps(info))
+    with caplog.at_level(logging.WARNING, logger="nice.bundle"):
+        model = NiceModel.load(tmp_path / "m")
+    assert model.config.search.qualities == cfg.search.qualities  # the checkpoint's config
+    assert "differs from the config in the checkpoints" in caplog.text
+
+
 def test_checkpoint_with_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "nice-checkpoint/1", "payload": Evil()}, path)
