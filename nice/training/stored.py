@@ -1,11 +1,12 @@
 """Train for what is stored: fine-tune the classifier on the images compression writes.
 
 The per-image search stores, for each image, the generator's top-k blocks mixed into the
-low-resolution background and encoded at a low rung of a quality (or grey-level) ladder,
-and keeps a candidate only if the classifier still predicts the source's class. A
-classifier that has seen such images accepts sparser masks and lower rungs, so the search
-lands on smaller files (docs/results.md: mnist-m -11% bytes, accuracy on originals +0.2
-points). Half of every batch stays original so the accuracy on originals is kept; past
+stored background (`mixing`, not the one the generator may have trained against) and
+encoded at a low rung of a quality (or grey-level) ladder, and keeps a candidate only if
+the classifier still predicts the source's class. A classifier that has seen such images
+accepts sparser masks and lower rungs, so the search lands on smaller files
+(docs/results.md: mnist-m -12% bytes with block-mean backgrounds; with the flat background
+it is what lets the classifier read it at all). Half of every batch stays original so the accuracy on originals is kept; past
 `stored_max_drop` points of loss on the validation originals the original classifier is
 returned unchanged.
 """
