@@ -181,12 +181,9 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return t.float().div_(255.0)
 
 
-def to_pil(x: torch.Tensor) -> Image.Image:
-    """Float tensor (C,H,W) in [0,1] -> PIL L or RGB, rounding to the nearest 8-bit level."""
-    arr = (x.detach().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu()
-    if arr.shape[0] == 1:
-        return Image.fromarray(arr[0].numpy(), "L")
-    return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
+def image_pixels(img: Image.Image, mode: str) -> np.ndarray:
+    """A decoded PIL image -> uint8 pixels (H,W) or (H,W,3) in `mode` (L or RGB), writable."""
+    return np.array(img if img.mode == mode else img.convert(mode))
 
 
 def _native_pixels(data: bytes, mode: str) -> np.ndarray | None:

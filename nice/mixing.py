@@ -42,7 +42,7 @@ def box_blur(x: torch.Tensor, k: int) -> torch.Tensor:
     return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
 
 
-def _background(x: torch.Tensor, cfg: MixingConfig) -> torch.Tensor:
+def background(x: torch.Tensor, cfg: MixingConfig) -> torch.Tensor:
     if cfg.mode == "zero":
         return torch.zeros_like(x)
     if cfg.mode == "lowres":
@@ -57,7 +57,7 @@ def mix(x: torch.Tensor, z: torch.Tensor, cfg: MixingConfig, block: int) -> torc
     zp = upsample_gates(z, block, (x.shape[-2], x.shape[-1]))
     if cfg.mode == "zero":
         return x * zp
-    return torch.lerp(_background(x, cfg), x, zp)  # = zp*x + (1-zp)*background, one kernel
+    return torch.lerp(background(x, cfg), x, zp)  # = zp*x + (1-zp)*background, one kernel
 
 
 Mixer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

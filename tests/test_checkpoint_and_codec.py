@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from nice.checkpoint import CheckpointError, load_classifier, read_checkpoint, save_checkpoint
-from nice.codec import decode, encode, output_format
-from nice.config import CodecConfig, NiceConfig
+from nice.codec import Rung, decode, encode, final_effort, fixed_effort, fixed_rung, output_format
+from nice.config import CodecConfig, NiceConfig, SearchConfig
 from nice.models import build_classifier
 
 
@@ -67,11 +67,13 @@ def test_encode_gives_exact_bytes_that_decode(fmt, mode, tmp_path):
     img = Image.linear_gradient("L").resize((64, 48))
     if mode == "RGB":
         img = Image.merge("RGB", [img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), img])
-    data = encode(img, fmt, CodecConfig(quality=80))
+    codec = CodecConfig(quality=80)
+    data = encode(np.asarray(img), mode, fixed_rung(codec, fmt), fixed_effort(codec))
     (tmp_path / f"x.{fmt}").write_bytes(data)
     assert os.path.getsize(tmp_path / f"x.{fmt}") == len(data)
-    back = decode(data)
-    assert back.size == (64, 48)
+    back = decode(data, mode)
+    assert back.shape[:2] == (48, 64) and back.dtype == np.uint8
+    assert Image.open(io.BytesIO(data)).format == fmt.upper()
 
 
 def test_encode_strips_metadata():
@@ -80,8 +82,10 @@ def test_encode_strips_metadata():
     exif = Image.Exif()
     exif[0x010E] = "secret description" * 50
     img.save(buf, "JPEG", exif=exif.tobytes())
-    data = encode(Image.open(buf).convert("RGB"), "jpeg", CodecConfig())
-    assert b"secret description" not in data
+    pixels = np.asarray(Image.open(buf).convert("RGB"))
+    for rung in (Rung("jpeg", quality=85), Rung("webp", quality=50), Rung("png", levels=256)):
+        data = encode(pixels, "RGB", rung, final_effort(CodecConfig(), SearchConfig()))
+        assert b"secret description" not in data and b"Exif" not in data
 
 
 def test_output_format_follows_source():

@@ -143,7 +143,7 @@ def test_stored_images_are_what_the_search_stores(small_model, mnist_small):
     from nice.gates import rank_scores, rank_window, topk_mask
     from nice.imageio import to_uint8_batch
     from nice.mixing import make_mixer
-    from nice.compress.search import posterise
+    from nice.codec import posterise
     from nice.training.stored import StoredImages
 
     model = NiceModel.load(small_model)

@@ -13,23 +13,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from nice.bundle import NiceModel
-from nice.codec import codec_params, encode, output_format
-from nice.config import NiceConfig
-from nice.gates import HardConcrete
-from nice.imageio import DecodedImage, ImageRejected, decode_image, decoded_pixels, to_float_batch, to_uint8_batch
-from nice.mixing import make_mixer
-from nice.models.fuse import fuse_for_inference, tuned_for_cpu
+from nice.classify import Classify
 from nice.compress.savings import empty_row
-from nice.compress.search import OperatingPointSearch
+from nice.compress.search import Masks, Search
+from nice.config import NiceConfig
+from nice.gates import HardConcrete, rank_window
+from nice.imageio import DecodedImage, ImageRejected, decode_image, to_float_batch
+from nice.mixing import make_mixer
+from nice.models.fuse import tuned_for_cpu
 
 
 @dataclass
@@ -59,8 +58,6 @@ class _Work:
     pred_src: int = -1
     prob_src: float = 0.0
     tried: int = 0
-    done: bool = False
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 def md5_hex(data: bytes) -> str:
@@ -78,19 +75,16 @@ class Compressor:
                 model.config.gates, model.config.mixing, model.config.classifier):
             raise ValueError("job config disagrees with the model on gates/mixing/classifier")
         self.device = torch.device(device)
-        # BatchNorm folded into the convolutions: same outputs, ~30% less classifier time. On
-        # CPU each network then runs in whichever of eager/frozen x NCHW/channels-last was
+        # On CPU each network runs in whichever of eager/frozen x NCHW/channels-last was
         # fastest on a batch of the model's input size (the choice differs per architecture).
-        classifier = fuse_for_inference(model.classifier).to(self.device)
+        side = self.cfg.classifier.image_size or 64
+        example = torch.rand(min(batch_size, 256), self.cfg.classifier.in_channels, side, side)
+        self.classify = Classify(model.classifier, self.device, tune_example=example)
         generator = model.generator.to(self.device).eval()
-        self.formats = (torch.contiguous_format, torch.contiguous_format)
+        self.gen_format = torch.contiguous_format
         if self.device.type == "cpu":
-            side = self.cfg.classifier.image_size or 64
-            example = torch.rand(min(batch_size, 256), self.cfg.classifier.in_channels, side, side)
-            classifier, clf_fmt = tuned_for_cpu(classifier, example)
-            generator, gen_fmt = tuned_for_cpu(generator, example, trace=False)  # pads by input size
-            self.formats = (clf_fmt, gen_fmt)
-        self.classifier, self.generator = classifier, generator
+            generator, self.gen_format = tuned_for_cpu(generator, example, trace=False)  # pads by input size
+        self.generator = generator
         self.model_uri = model.uri
         self.run_id = run_id
         self.batch_size = batch_size
@@ -99,9 +93,9 @@ class Compressor:
         self.config_hash = self.cfg.hash()
         g = self.cfg.guard
         self.taus = [g.tau] + [t for t in g.tau_steps if t < g.tau]
-        self.search = (OperatingPointSearch(self.cfg.search, self.cfg.codec, self._classify_pixels, self.mixer,
-                                             self.cfg.gates.block)
-                       if self.cfg.search.enabled else None)
+        self.window = rank_window(self.cfg.search.rank_smooth_px, self.cfg.gates.block)
+        make = Search.product if self.cfg.search.enabled else Search.fixed
+        self.search = make(self.cfg, self.classify, self.mixer)
 
     # -- public -----------------------------------------------------------------------
     def compress(self, items: list[SourceItem]) -> list[ItemResult]:
@@ -120,6 +114,18 @@ class Compressor:
                 for work, res in self._run_batch(group[start:start + self.batch_size]):
                     results[work.index] = res
         return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def log_alpha(self, x: torch.Tensor) -> torch.Tensor:
+        """The generator's gate logits (N,1,h,w) for a float batch."""
+        return self.generator(x.to(self.device).contiguous(memory_format=self.gen_format)).float().cpu()
+
+    def masks(self, log_alpha: torch.Tensor) -> Masks:
+        """The mask source of this job: the generator's ranking at the search's keep levels,
+        or on the fixed path its gates at tau and the guard's lower taus."""
+        if self.cfg.search.enabled:
+            return Masks.top_k(log_alpha[:, 0], self.cfg.search.keep, self.window)
+        return Masks.thresholds(log_alpha, self.gates, self.taus, self.cfg.guard.dilate)
 
     # -- steps ------------------------------------------------------------------------
     def _prepare(self, index: int, item: SourceItem, t0: float) -> _Work:
@@ -140,79 +146,30 @@ class Compressor:
         return _Work(index=index, item=item, decoded=decoded, x=decoded.pixels(), started=t0,
                      store_mode=store_mode)
 
-    def _on_device(self, x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
-        return x.to(self.device).contiguous(memory_format=fmt)
-
-    @torch.inference_mode()
-    def _classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = torch.softmax(self.classifier(self._on_device(x, self.formats[0])).float(), dim=1).cpu()
-        conf, pred = probs.max(dim=1)
-        return pred, conf
-
-    def _classify_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pred, conf = self._classify(to_float_batch(pixels))
-        return pred.numpy(), conf.numpy()
-
     @torch.inference_mode()
     def _run_batch(self, batch: list[_Work]) -> list[tuple[_Work, ItemResult]]:
         x = to_float_batch(np.stack([w.x for w in batch]))
-        pred, conf = self._classify(x)
-        log_alpha = self.generator(self._on_device(x, self.formats[1])).float().cpu()
+        pred, conf = self.classify.top1(x)
+        log_alpha = self.log_alpha(x)
         for i, w in enumerate(batch):
             w.pred_src, w.prob_src = int(pred[i]), float(conf[i])
-        if self.search is not None:
-            return self._run_search(batch, x, log_alpha)
-        out: list[tuple[_Work, ItemResult]] = []
-        pending = list(range(len(batch)))
-        mode, store_mode = batch[0].decoded.mode, batch[0].store_mode
-        for level, tau in enumerate(self.taus):
-            if not pending:
-                break
-            # One tensor op per tau level for the whole batch; only the codec runs per image.
-            idx = torch.tensor(pending)
-            z_all = self.gates.binarize(log_alpha[idx], tau, self.cfg.guard.dilate)
-            pixels = to_uint8_batch(self.mixer(x[idx], z_all))
-            candidates = []
-            for j, i in enumerate(pending):
-                w = batch[i]
-                pil = Image.fromarray(pixels[j], mode)
-                if store_mode != mode:
-                    pil = pil.convert(store_mode)
-                fmt = output_format(self.cfg.codec, w.decoded.format)
-                data = encode(pil, fmt, self.cfg.codec)
-                w.tried = level + 1
-                w.params = codec_params(self.cfg.codec, fmt, pil)
-                if len(data) >= len(w.item.data):
-                    # Denser masks only cost more bytes: keep the source now.
-                    out.append((w, self._kept(w, "output would not be smaller than the source")))
-                    continue
-                back = decoded_pixels(data, mode)
-                candidates.append((i, z_all[j:j + 1], fmt, data, back))
-            next_pending = []
-            if candidates:
-                pred_out, conf_out = self._classify(to_float_batch(np.stack([c[4] for c in candidates])))
-                for j, (i, z, fmt, data, _) in enumerate(candidates):
-                    w = batch[i]
-                    if int(pred_out[j]) == w.pred_src:
-                        out.append((w, self._compressed(w, z, tau, fmt, data, int(pred_out[j]), float(conf_out[j]))))
-                    else:
-                        next_pending.append(i)
-            pending = next_pending
-        for i in pending:
-            out.append((batch[i], self._kept(batch[i], f"prediction changed at every tau in {self.taus}")))
-        return out
-
-    def _run_search(self, batch: list[_Work], x: torch.Tensor, log_alpha: torch.Tensor) -> list[tuple[_Work, ItemResult]]:
-        assert self.search is not None
-        choices = self.search.run(x, log_alpha[:, 0], [w.pred_src for w in batch], [len(w.item.data) for w in batch],
-                                  [w.decoded.format for w in batch], batch[0].decoded.mode, batch[0].store_mode)
+        masks = self.masks(log_alpha)
+        outcomes = self.search.run(x, masks, [w.pred_src for w in batch], [len(w.item.data) for w in batch],
+                                   [w.decoded.format for w in batch], batch[0].decoded.mode, batch[0].store_mode)
         out = []
-        for w, c in zip(batch, choices):
+        for w, o in zip(batch, outcomes):
+            c = o.choice
+            if masks.first_wins:
+                w.tried = o.levels_tried
             if c is None:
-                out.append((w, self._kept(w, "no candidate was smaller than the source and kept the prediction")))
+                why = ("output would not be smaller than the source" if o.too_big
+                       else f"prediction changed at every tau in {self.taus}" if masks.kind == "tau"
+                       else "no candidate was smaller than the source and kept the prediction")
+                out.append((w, self._kept(w, why)))
                 continue
-            w.params = dict(c.params, keep=c.keep)
-            out.append((w, self._compressed(w, c.z, None, c.fmt, c.data, c.pred, c.prob)))
+            tau = c.level if masks.kind == "tau" else None
+            params = c.params if tau is not None else dict(c.params, keep=c.level)
+            out.append((w, self._compressed(w, c.z, tau, c.fmt, c.data, c.pred, c.prob, params)))
         return out
 
     # -- rows -------------------------------------------------------------------------
@@ -242,12 +199,12 @@ class Compressor:
         return row
 
     def _compressed(self, w: _Work, z: torch.Tensor, tau: float | None, fmt: str, data: bytes,
-                    pred: int, prob: float) -> ItemResult:
+                    pred: int, prob: float, params: dict[str, Any]) -> ItemResult:
         row = self._common(w)
         grid = z[0, 0].to(torch.uint8).numpy()
         row.update(status="compressed", output_bytes=len(data), saved_bytes=len(w.item.data) - len(data),
                    ratio=len(data) / len(w.item.data), format_out=fmt,
-                   codec_params=json.dumps(w.params, sort_keys=True), tau=tau,
+                   codec_params=json.dumps(params, sort_keys=True), tau=tau,
                    mask_density=_pixel_density(grid, self.cfg.gates.block, w.x.shape[0], w.x.shape[1]),
                    mask=np.packbits(grid.ravel()).tobytes(),
                    mask_height=int(grid.shape[0]), mask_width=int(grid.shape[1]),

@@ -64,7 +64,3 @@ def write_parquet(rows: list[dict[str, Any]], path: str | Path) -> Path:
     pq.write_table(to_table(rows), tmp)
     tmp.replace(path)
     return path
-
-
-def read_parquet(path: str | Path) -> pa.Table:
-    return pq.read_table(path)

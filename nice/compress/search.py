@@ -1,24 +1,27 @@
-"""Per-image operating point: the smallest stored file that keeps the prediction.
+"""The one search: the smallest stored file that keeps the classifier's prediction.
 
-A fixed threshold and codec setting leaves most of the saving on the table (docs/results.md:
-0.45x at a fixed setting against 0.08x searched, mnist-m). For every image the generator's
-gate scores rank its blocks; for each keep level (the top fraction of blocks stays at full
-resolution, the rest is mixed to the background) and each output format, a binary search
-over the quality ladder finds the lowest quality whose decode keeps the source's top-1
-class. Lossless formats on grey images climb a ladder of posterised grey levels instead.
-The smallest verified candidate wins, so the guard holds by construction: every stored
-file was decoded and classified.
+A search takes a *mask source* (which blocks stay at full resolution, level by level: the
+top-k fraction of blocks by any ranking, or the generator's gates thresholded at tau) and
+*ladders* (codec rungs from the cheapest to the most faithful, per output format). For each
+mask level and ladder, a binary search finds the lowest rung whose decode keeps the source's
+top-1 class; a candidate already larger than the image's best is not classified (a lower rung
+is then tried). Every stored file was decoded and classified, so the guard holds by
+construction, and nothing larger than the source is ever returned.
 
-All images of a batch and all their (keep level, format) ladders advance in lockstep, one
-classifier call per step; a candidate already larger than the image's best is not
-classified (a lower rung is then tried). The same search runs with any ranking (NICE's
-gates, a centre prior, an attribution method) or with keep = (1.0,) alone (a per-image codec
-oracle), which is how the evaluation compares them on equal terms.
+- The product's default (docs/results.md: 0.08x searched against 0.45x at a fixed setting,
+  mnist-m): NICE's ranking at the keep levels `search.keep` x the ladders of `search.formats`,
+  probed at low effort, the smallest candidate re-encoded at full effort and re-verified.
+- The fixed path (DESIGN.md section 3): tau thresholds in order x one rung; the first level
+  that verifies wins, and a candidate not smaller than the source ends the image's search
+  (denser masks only cost more bytes).
+- The evaluation runs the same search with other rankings, or on the whole image (a codec
+  oracle), so every method is compared on equal terms.
+
+All images of a batch and all their ladders advance in lockstep, one classifier call per step.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -26,45 +29,49 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nice.codec import EXTENSIONS, output_format
-from nice.config import CodecConfig, SearchConfig
-from nice.gates import rank_scores, rank_window, topk_mask
-from nice.imageio import decoded_pixels, to_uint8_batch
+from nice.codec import Effort, Rung, decode, encode, final_effort, fixed_effort, fixed_rung, ladders, \
+    output_format, probe_effort, search_formats
+from nice.config import NiceConfig
+from nice.gates import HardConcrete, rank_scores, topk_mask
+from nice.imageio import to_uint8_batch
 
-LOSSY = ("jpeg", "webp", "avif")
 # Classifies a uint8 batch (N,H,W[,C]) -> (top-1 class, its probability).
-Classify = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+ClassifyFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 Mix = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Source format (PIL name) and whether the stored image is grey -> the ladders to climb.
+LaddersFn = Callable[[str, bool], list[list[Rung]]]
 
 
-@dataclass(frozen=True)
-class Rung:
-    fmt: str  # jpeg | webp | avif | png
-    quality: int | None = None  # lossy formats
-    levels: int | None = None  # lossless formats: grey levels kept (256 = all)
+@dataclass
+class Masks:
+    """Mask levels for a batch: `make(level)` gives the (N,1,h,w) gate grids, 1 = kept sharp;
+    a level of 1.0 with `whole` means the image itself (no mixing)."""
 
-    def params(self, cfg: SearchConfig, codec: CodecConfig, mode: str, final: bool = True) -> dict[str, Any]:
-        """Writer arguments (what `codec_params` records in the savings row). The search probes
-        at low encoder effort and re-encodes only the winner at full effort (`final`): lossless
-        pixels do not depend on the effort (same decision, ~25x faster on grey images); a lossy
-        re-encode is decoded and classified again and replaces the probe only if it keeps the
-        prediction (WebP at 224 px: effort 4 costs ~4x effort 0)."""
-        if self.fmt == "jpeg":
-            p: dict[str, Any] = {"quality": self.quality, "optimize": True, "progressive": codec.jpeg_progressive}
-            if mode == "RGB":
-                p["subsampling"] = codec.jpeg_subsampling
-            return p
-        if self.fmt == "webp":
-            if self.levels is not None:
-                return {"lossless": True, "quality": 100, "method": 6} if final else {"lossless": True, "quality": 50, "method": 2}
-            return {"quality": self.quality, "method": cfg.webp_method if final else cfg.webp_probe_method}
-        if self.fmt == "avif":
-            return {"quality": self.quality, "speed": 6}
-        return {"optimize": True, "compress_level": 9} if final else {"compress_level": 6}
+    kind: str  # keep | tau: what a level is (recorded in the savings row)
+    levels: tuple[float, ...]
+    make: Callable[[float], torch.Tensor]
+    first_wins: bool = False  # guard ladder: stop at the first level that verifies
+    whole: bool = True  # keep level 1.0 stores the unmixed image
 
-    @property
-    def lossless(self) -> bool:
-        return self.levels is not None
+    @classmethod
+    def top_k(cls, scores: torch.Tensor, keep: Sequence[float], window: int = 1) -> "Masks":
+        """The top fraction of blocks by `scores` (N,h,w), smoothed over `window` cells
+        (MNIST: -7% bytes with a 5 px window: compact regions code smaller)."""
+        ranked = rank_scores(scores.float(), window)
+        return cls("keep", tuple(float(k) for k in keep),
+                   lambda k: topk_mask(ranked, k) if k < 1.0 else torch.ones_like(ranked[:, None]))
+
+    @classmethod
+    def thresholds(cls, log_alpha: torch.Tensor, gates: HardConcrete, taus: Sequence[float],
+                   dilate: bool = False) -> "Masks":
+        """The generator's gates (N,1,h,w log-alpha) binarised at each tau, the first that verifies."""
+        return cls("tau", tuple(float(t) for t in taus), lambda t: gates.binarize(log_alpha, t, dilate),
+                   first_wins=True, whole=False)
+
+    @classmethod
+    def given(cls, z: torch.Tensor) -> "Masks":
+        """One fixed set of masks (N,1,h,w)."""
+        return cls("keep", (float(z.mean()),), lambda _: z, whole=False)
 
 
 @dataclass
@@ -73,163 +80,143 @@ class Choice:
 
     data: bytes
     fmt: str
-    params: dict[str, Any]
+    params: dict[str, Any]  # writer arguments of `data`
     z: torch.Tensor  # (1,1,h,w) gate grid used
-    keep: float
+    level: float  # keep fraction or tau
     pred: int
     prob: float
-    rung: Rung | None = None
-    pixels: np.ndarray | None = None  # what was encoded (for the full-effort lossless re-encode)
+    rung: Rung
+    pixels: np.ndarray | None = None  # what was encoded (for the full-effort re-encode)
 
 
-def ladders(fmt: str, cfg: SearchConfig, grey: bool) -> list[list[Rung]]:
-    """The ladders searched for one format, each from the cheapest rung to the most faithful.
-    Grey images climb posterised grey levels, losslessly (WebP lossless of a 2-level digit is
-    ~75 B where lossy WebP needs ~110 B, MNIST)."""
-    out: list[list[Rung]] = []
-    if grey and fmt == "webp":
-        # Lossy WebP is YUV 4:2:0: a grey image decodes as (slightly) coloured RGB, which a grey
-        # classifier or the next run would read as a colour image. Grey stays grey: lossless only.
-        out.append([Rung(fmt, levels=int(v)) for v in sorted(cfg.grey_levels)])
-    elif fmt in LOSSY:
-        out.append([Rung(fmt, quality=int(q)) for q in sorted(cfg.qualities)])
-    elif fmt == "png":
-        out.append([Rung(fmt, levels=int(v)) for v in (sorted(cfg.grey_levels) if grey else [256])])
-    else:
-        raise ValueError(f"format {fmt!r} cannot be searched; expected one of {', '.join(EXTENSIONS)}")
-    return [lad for lad in out if lad]
+@dataclass
+class Outcome:
+    choice: Choice | None
+    levels_tried: int = 0
+    too_big: bool = False  # stopped because no candidate was smaller than the source
 
 
-def search_formats(cfg: SearchConfig, source_format: str) -> list[str]:
-    """The output containers searched for a source of `source_format` (`source` resolved)."""
-    out: list[str] = []
-    for f in cfg.formats:
-        fmt = output_format(CodecConfig(format=f), source_format)
-        if fmt not in out:
-            out.append(fmt)
-    return out
+class Search:
+    """The search for batches of same-shaped images, with its ladders and writer efforts."""
 
-
-def posterise(arr: np.ndarray, levels: int) -> np.ndarray:
-    if levels >= 256:
-        return arr
-    step = 255.0 / (levels - 1)
-    return (np.round(arr.astype(np.float32) / step) * step).round().astype(np.uint8)
-
-
-def encode_rung(arr: np.ndarray, rung: Rung, params: dict[str, Any], mode: str) -> bytes:
-    """Encode uint8 pixels (stored mode `mode`) at one rung; metadata never written."""
-    buf = io.BytesIO()
-    if rung.levels is not None and rung.levels < 256:
-        arr = posterise(arr, rung.levels)
-        if rung.fmt == "png" and mode == "L":
-            img = Image.fromarray(arr, "L")
-            if rung.levels == 2:  # 1-bit PNG
-                img.convert("1").save(buf, "PNG", **params)
-                return buf.getvalue()
-            pal = img.quantize(colors=rung.levels, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-            pal.save(buf, "PNG", bits=max(1, int(np.ceil(np.log2(rung.levels)))), **params)
-            return buf.getvalue()
-    Image.fromarray(arr, mode).save(buf, rung.fmt.upper(), **params)
-    return buf.getvalue()
-
-
-class OperatingPointSearch:
-    """Runs the search for batches of same-shaped images."""
-
-    def __init__(self, cfg: SearchConfig, codec: CodecConfig, classify: Classify, mix: Mix, block: int = 1) -> None:
-        self.cfg = cfg
-        self.codec = codec
+    def __init__(self, classify: ClassifyFn, mix: Mix, ladders_for: LaddersFn, probe: Effort,
+                 final: Effort | None = None) -> None:
         self.classify = classify
         self.mix = mix
-        self.smooth = rank_window(cfg.rank_smooth_px, block)
+        self.ladders_for = ladders_for
+        self.probe = probe
+        self.final = final or probe
 
-    def formats_for(self, source_format: str) -> list[str]:
-        return search_formats(self.cfg, source_format)
+    @classmethod
+    def product(cls, cfg: NiceConfig, classify: ClassifyFn, mix: Mix) -> "Search":
+        """The default path: `search.formats` x their ladders, probed low, stored at full effort."""
+        return cls(classify, mix, lambda src, grey: [lad for fmt in search_formats(cfg.search, src)
+                                                     for lad in ladders(fmt, cfg.search, grey)],
+                   probe_effort(cfg.codec, cfg.search), final_effort(cfg.codec, cfg.search))
 
-    def run(self, x: torch.Tensor, scores: torch.Tensor, src_pred: Sequence[int], src_bytes: Sequence[int],
-            source_formats: Sequence[str], mode: str, store_mode: str | None = None,
-            keep: Sequence[float] | None = None) -> list[Choice | None]:
-        """`x` (N,C,H,W) floats in [0,1]; `scores` (N,h,w) ranks the gate blocks. `mode` is the
-        classifier's pixel mode (L/RGB), `store_mode` what is written (a grey image read by a
-        colour model is stored grey). None where no candidate is smaller than its source and
-        keeps the prediction."""
+    @classmethod
+    def fixed(cls, cfg: NiceConfig, classify: ClassifyFn, mix: Mix) -> "Search":
+        """The fixed path: one codec setting (`codec`), one encode per candidate."""
+        return cls(classify, mix, lambda src, grey: [[fixed_rung(cfg.codec, output_format(cfg.codec, src))]],
+                   fixed_effort(cfg.codec))
+
+    @classmethod
+    def one_ladder(cls, classify: ClassifyFn, mix: Mix, rungs: Sequence[Rung], effort: Effort) -> "Search":
+        """One ladder for every image at one effort (the evaluation's per-image codec oracles)."""
+        return cls(classify, mix, lambda src, grey: [list(rungs)], effort)
+
+    def run(self, x: torch.Tensor, masks: Masks, src_pred: Sequence[int], src_bytes: Sequence[int],
+            source_formats: Sequence[str], mode: str, store_mode: str | None = None) -> list[Outcome]:
+        """`x` (N,C,H,W) floats in [0,1]. `mode` is the classifier's pixel mode (L/RGB),
+        `store_mode` what is written (a grey image read by a colour model is stored grey)."""
         store_mode = store_mode or mode
         n = len(x)
-        scores = rank_scores(scores.float(), self.smooth)  # MNIST: -7% bytes with a 5 px window
         grey = store_mode == "L"
-        levels = tuple(keep if keep is not None else self.cfg.keep)
-        best: list[Choice | None] = [None] * n
+        out = [Outcome(None) for _ in range(n)]
         best_size = np.asarray(src_bytes, dtype=np.int64).copy()
-        # Keep levels one after another (the likely winners first, `search.keep` order): a
-        # rung larger than the image's best so far is never classified, so later levels
-        # mostly cost encodes. Within a level every image's ladders advance in lockstep.
-        for k in levels:
-            z = topk_mask(scores, float(k)) if k < 1.0 else torch.ones_like(scores[:, None])
-            pixels = to_uint8_batch(self.mix(x, z)) if k < 1.0 else to_uint8_batch(x)
-            todo: list[list[Any]] = []  # [image, z, keep, pixels, rungs, lo, hi]
-            for i in range(n):
-                arr = pixels[i]
+        active = list(range(n))
+        # Mask levels one after another (the likely winners first): a rung larger than the
+        # image's best so far is never classified, so later levels mostly cost encodes.
+        for level in masks.levels:
+            if not active:
+                break
+            idx = torch.tensor(active)
+            z = masks.make(level)[idx]
+            plain = masks.whole and level >= 1.0
+            pixels = to_uint8_batch(x[idx] if plain else self.mix(x[idx], z))
+            todo: list[list[Any]] = []  # [image, z, level, pixels, rungs, lo, hi]
+            for j, i in enumerate(active):
+                arr = pixels[j]
                 if store_mode != mode:
                     arr = np.asarray(Image.fromarray(arr, mode).convert(store_mode))
-                for fmt in self.formats_for(source_formats[i]):
-                    for rungs in ladders(fmt, self.cfg, grey):
-                        todo.append([i, z[i:i + 1], float(k), arr, rungs, 0, len(rungs) - 1])
-            self._climb(todo, src_pred, best, best_size, mode, store_mode)
-        self._finalise(best, src_pred, mode, store_mode)
-        return best
+                out[i].levels_tried += 1
+                for rungs in self.ladders_for(source_formats[i], grey):
+                    todo.append([i, z[j:j + 1], float(level), arr, rungs, 0, len(rungs) - 1])
+            small = self._climb(todo, src_pred, out, best_size, mode, store_mode, np.asarray(src_bytes))
+            if masks.first_wins:
+                for i in active:
+                    out[i].too_big = out[i].choice is None and i not in small
+                active = [i for i in active if out[i].choice is None and not out[i].too_big]
+        self._finalise(out, src_pred, mode, store_mode)
+        return out
 
-    def _finalise(self, best: list[Choice | None], src_pred: Sequence[int], mode: str, store_mode: str) -> None:
+    def _finalise(self, out: list[Outcome], src_pred: Sequence[int], mode: str, store_mode: str) -> None:
         """Re-encode each winner at full effort; lossy re-encodes are verified by the classifier."""
         lossy = []
-        for i, c in enumerate(best):
-            if c is None or c.rung is None or c.pixels is None:
+        for i, o in enumerate(out):
+            c = o.choice
+            if c is None or c.pixels is None:
                 continue
-            params = c.rung.params(self.cfg, self.codec, store_mode, final=True)
+            params = self.final.args(c.rung, store_mode)
             if params != c.params:
-                data = encode_rung(c.pixels, c.rung, params, store_mode)
+                data = encode(c.pixels, store_mode, c.rung, self.final)
                 if len(data) < len(c.data):
                     if c.rung.lossless:  # same pixels, fewer bytes
                         c.data, c.params = data, params
                     else:
-                        lossy.append((i, data, params, decoded_pixels(data, mode)))
+                        lossy.append((i, data, params, decode(data, mode)))
         if lossy:
             pred, prob = self.classify(np.stack([p[3] for p in lossy]))
             for (i, data, params, _), p, conf in zip(lossy, pred, prob):
-                c = best[i]
+                c = out[i].choice
                 if c is not None and int(p) == int(src_pred[i]):
                     c.data, c.params, c.pred, c.prob = data, params, int(p), float(conf)
-        for c in best:
-            if c is not None:
-                c.pixels = None
+        for o in out:
+            if o.choice is not None:
+                o.choice.pixels = None
 
-    def _climb(self, todo: list[list[Any]], src_pred: Sequence[int], best: list[Choice | None],
-               best_size: np.ndarray, mode: str, store_mode: str) -> None:
-        """Binary searches of all ladders in `todo` in lockstep, one classifier call per step."""
+    def _climb(self, todo: list[list[Any]], src_pred: Sequence[int], out: list[Outcome],
+               best_size: np.ndarray, mode: str, store_mode: str, src_bytes: np.ndarray) -> set[int]:
+        """Binary searches of all ladders in `todo` in lockstep, one classifier call per step.
+        Returns the images that had a probe smaller than their source."""
+        small: set[int] = set()
         while True:
             active = [lad for lad in todo if lad[5] <= lad[6]]
             if not active:
                 break
             probes = []
             for lad in active:
-                i, z, k, arr, rungs, lo, hi = lad
+                i, z, level, arr, rungs, lo, hi = lad
                 mid = (lo + hi) // 2
                 rung = rungs[mid]
-                params = rung.params(self.cfg, self.codec, store_mode, final=False)
-                data = encode_rung(arr, rung, params, store_mode)
+                data = encode(arr, store_mode, rung, self.probe)
+                if len(data) < src_bytes[i]:
+                    small.add(i)
                 if len(data) >= best_size[i]:
                     lad[6] = mid - 1  # too big already: only a cheaper rung can win
                     continue
-                probes.append((lad, mid, rung, params, data, decoded_pixels(data, mode)))
+                probes.append((lad, mid, rung, data, decode(data, mode)))
             if not probes:
                 continue
-            pred, prob = self.classify(np.stack([p[5] for p in probes]))
-            for (lad, mid, rung, params, data, _), p, c in zip(probes, pred, prob):
+            pred, prob = self.classify(np.stack([p[4] for p in probes]))
+            for (lad, mid, rung, data, _), p, c in zip(probes, pred, prob):
                 i = lad[0]
                 if int(p) == int(src_pred[i]):
                     lad[6] = mid - 1
                     if len(data) < best_size[i]:
                         best_size[i] = len(data)
-                        best[i] = Choice(data, rung.fmt, params, lad[1], lad[2], int(p), float(c), rung, lad[3])
+                        out[i].choice = Choice(data, rung.fmt, self.probe.args(rung, store_mode), lad[1], lad[2],
+                                               int(p), float(c), rung, lad[3])
                 else:
                     lad[5] = mid + 1
+        return small

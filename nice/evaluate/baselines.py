@@ -1,19 +1,19 @@
-"""Baselines on the same images: re-encode every source at a sweep of qualities and classify
-the decoded result (the rate-accuracy curve a plain codec gives without NICE)."""
+"""Codec baselines on the same images: what a plain codec gives without NICE, encoded and
+decoded through the same candidate layer as the product (nice/codec.py), so that a rung here
+is byte for byte the rung the search would store."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
-from nice.imageio import decode_image
-from nice.models.fuse import fuse_for_inference
+from nice.classify import Classify
+from nice.codec import Effort, Rung, decode, encode, final_effort
+
+SWEEP_QUALITIES = (10, 20, 30, 50, 70, 85, 95)
 
 
 @dataclass
@@ -24,45 +24,46 @@ class CurvePoint:
     accuracy: float
 
 
-def _pixels(img: Image.Image, channels: int) -> np.ndarray:
-    return np.asarray(img.convert("RGB" if channels == 3 else "L"))
+def reencode(pixels: Sequence[np.ndarray], mode: str, rungs: Rung | Sequence[Rung],
+             effort: Effort) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each image encoded at its rung (one for all, or one per image): (bytes, decoded pixels)."""
+    per_image = [rungs] * len(pixels) if isinstance(rungs, Rung) else list(rungs)
+    sizes, back = [], []
+    for arr, rung in zip(pixels, per_image):
+        data = encode(arr, mode, rung, effort)
+        sizes.append(len(data))
+        back.append(decode(data, mode))
+    return np.array(sizes, dtype=np.int64), back
 
 
-@torch.inference_mode()
-def classify(classifier: nn.Module, images: Sequence[np.ndarray], batch: int = 256) -> np.ndarray:
-    """Top-1 classes of uint8 images (H,W) or (H,W,3); grouped by shape, batched."""
-    preds = np.empty(len(images), dtype=np.int64)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, img in enumerate(images):
-        groups.setdefault(img.shape, []).append(i)
-    for idx in groups.values():
-        for s in range(0, len(idx), batch):
-            part = idx[s:s + batch]
-            x = torch.from_numpy(np.stack([images[i] for i in part])).float().div_(255.0)
-            x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-            preds[part] = classifier(x).argmax(1).numpy()
-    return preds
+def downsampled(pixels: Sequence[np.ndarray], mode: str, factor: int, rungs: Rung | Sequence[Rung],
+                effort: Effort) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each image shrunk by `factor` (box filter), encoded, decoded and scaled back (bilinear)."""
+    small = []
+    for arr in pixels:
+        h, w = arr.shape[:2]
+        small.append(np.asarray(Image.fromarray(arr, mode).resize((max(1, w // factor), max(1, h // factor)),
+                                                                 Image.Resampling.BOX)))
+    sizes, back = reencode(small, mode, rungs, effort)
+    return sizes, [np.asarray(Image.fromarray(b, mode).resize((arr.shape[1], arr.shape[0]), Image.Resampling.BILINEAR))
+                   for b, arr in zip(back, pixels)]
 
 
-def quality_sweep(sources: Sequence[bytes], labels: Sequence[int], classifier: nn.Module, channels: int,
-                  formats: Sequence[str] = ("JPEG", "WEBP"),
-                  qualities: Sequence[int] = (10, 20, 30, 50, 70, 85, 95)) -> list[CurvePoint]:
-    """Bytes ratio (re-encoded / source) and accuracy for each format and quality."""
-    clf = fuse_for_inference(classifier)
-    decoded = [decode_image(d).image for d in sources]
+def quality_sweep(pixels: Sequence[np.ndarray], src_bytes: int, labels: Sequence[int], model: Any,
+                  formats: Sequence[str] = ("jpeg", "webp"),
+                  qualities: Sequence[int] = SWEEP_QUALITIES) -> list[CurvePoint]:
+    """Bytes ratio (re-encoded / `src_bytes`, the sources' total) and accuracy for each format
+    and quality, on decoded sources of any sizes in the classifier's mode; `model` a NiceModel
+    (its classifier and its codec settings)."""
+    cfg = model.config
+    mode = "RGB" if cfg.classifier.in_channels == 3 else "L"
+    clf = Classify(model.classifier)
     y = np.asarray(labels)
-    src_bytes = sum(len(d) for d in sources)
-    points = [CurvePoint("source", "as stored", 1.0,
-                         float((classify(clf, [_pixels(im, channels) for im in decoded]) == y).mean()))]
+    points = [CurvePoint("source", "as stored", 1.0, float((clf.predict(pixels) == y).mean()))]
+    effort = final_effort(cfg.codec, cfg.search)
     for fmt in formats:
         for q in qualities:
-            total, pixels = 0, []
-            for im in decoded:
-                buf = io.BytesIO()
-                mode = "RGB" if channels == 3 or im.mode not in ("L",) else "L"
-                im.convert(mode).save(buf, fmt, quality=q, **({"optimize": True} if fmt == "JPEG" else {}))
-                total += buf.tell()
-                pixels.append(_pixels(Image.open(io.BytesIO(buf.getvalue())), channels))
-            acc = float((classify(clf, pixels) == y).mean())
-            points.append(CurvePoint(fmt.lower(), f"q{q}", total / src_bytes, acc))
+            sizes, back = reencode(pixels, mode, Rung(fmt, quality=int(q)), effort)
+            points.append(CurvePoint(fmt, f"q{q}", float(sizes.sum()) / src_bytes,
+                                     float((clf.predict(back) == y).mean())))
     return points

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 
 @dataclass
@@ -42,7 +41,10 @@ def explain_image(model: Any, uri: str, out_dir: str | Path) -> Explanation:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nice.compress.engine import Compressor, SourceItem
+    from nice.codec import decode
+    from nice.compress.engine import Compressor, SourceItem, unpack_mask
+    from nice.gates import upsample_gates
+    from nice.imageio import decode_image, image_pixels, to_float_batch
 
     data = read_image_bytes(uri)
     comp = Compressor(model, batch_size=1)
@@ -50,24 +52,15 @@ def explain_image(model: Any, uri: str, out_dir: str | Path) -> Explanation:
     row = res.row
     if row["status"] in ("failed", "skipped"):
         raise ValueError(f"{uri}: {row['status']}: {row['error']}")
-    from nice.compress.engine import unpack_mask
-    from nice.gates import upsample_gates
-    from nice.imageio import decode_image
-
-    img = decode_image(data).image
-    channels = model.config.classifier.in_channels
-    pixels = np.asarray(img.convert("RGB" if channels == 3 else "L"))
+    mode = "RGB" if model.config.classifier.in_channels == 3 else "L"
+    pixels = image_pixels(decode_image(data).image, mode)
     names = model.class_names or [str(i) for i in range(model.config.classifier.num_classes)]
     if row["status"] == "compressed":
         grid = torch.from_numpy(unpack_mask(row)).float()[None, None]
-        stored = np.asarray(Image.open(__import__("io").BytesIO(res.output)).convert("RGB" if channels == 3 else "L"))
+        stored = decode(res.output, mode)
     else:
         # The guard kept the source: show the mask the generator proposed at the model's tau.
-        with torch.inference_mode():
-            x = torch.from_numpy(pixels).float().div(255)
-            x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
-            grid = comp.gates.binarize(comp.generator(x.contiguous(memory_format=comp.memory_format)).float(),
-                                       model.config.guard.tau)
+        grid = comp.gates.binarize(comp.log_alpha(to_float_batch(pixels[None])), model.config.guard.tau)
         stored = pixels
     keep = upsample_gates(grid, model.config.gates.block, pixels.shape[:2])[0, 0].numpy().astype(bool)
     density = float(keep.mean())

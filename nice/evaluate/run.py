@@ -25,7 +25,7 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
     `benchmark` the result of `nice.evaluate.suite.evaluate_model` on the test set, if run
     (its files are logged with this step and its saving can be a promotion gate)."""
     from nice.compress.engine import unpack_mask
-    from nice.imageio import decode_image
+    from nice.imageio import decode_image, image_pixels
     from nice.jobs import StepContext
     from nice.storage import open_store
 
@@ -43,23 +43,21 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
         pool = [r for r in rows if r["status"] in ("compressed", "kept_original") and r.get("label") is not None]
         picked = random.Random(seed).sample(pool, min(sample, len(pool)))
         store = open_store(source, endpoint_url)
-        sources = [store.get(r["source_key"]) for r in picked]
-        channels = model.config.classifier.in_channels
-        curve = quality_sweep(sources, [r["label"] for r in picked], model.classifier, channels) if picked else []
+        mode = "RGB" if model.config.classifier.in_channels == 3 else "L"
+        # Each sampled source is read and decoded once, for the sweep and for the mask grid.
+        pixels = [image_pixels(decode_image(store.get(r["source_key"])).image, mode) for r in picked]
+        src_bytes = sum(r["source_bytes"] for r in picked)
+        curve = quality_sweep(pixels, src_bytes, [r["label"] for r in picked], model) if picked else []
         nice_point = None
         if picked:
-            sb = sum(r["source_bytes"] for r in picked)
             ob = sum(r["output_bytes"] for r in picked)
-            nice_point = (ob / sb, sum(r["pred_output"] == r["label"] for r in picked) / len(picked))
+            nice_point = (ob / src_bytes, sum(r["pred_output"] == r["label"] for r in picked) / len(picked))
             m["sample_nice_bytes_ratio"], m["sample_nice_accuracy"] = nice_point
         images: dict[str, Path] = {}
         images["rate-accuracy"] = rate_accuracy_plot(curve, nice_point, out / "rate_accuracy.png")
-        shown = [(d, r) for d, r in zip(sources, picked) if r["status"] == "compressed"][:32]
+        shown = [(p, r) for p, r in zip(pixels, picked) if r["status"] == "compressed"][:32]
         if shown:
-            import numpy as np
-
-            pix = [np.asarray(decode_image(d).image.convert("RGB" if channels == 3 else "L")) for d, _ in shown]
-            images["masks"] = mask_overlay_grid(pix, [unpack_mask(r) for _, r in shown], model.config.gates.block,
+            images["masks"] = mask_overlay_grid([p for p, _ in shown], [unpack_mask(r) for _, r in shown], model.config.gates.block,
                                                 out / "mask_overlay_grid.png",
                                                 titles=[f"{r['mask_density'] * 100:.0f}% kept, {r['ratio']:.2f}x"
                                                         for _, r in shown])

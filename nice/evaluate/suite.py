@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from nice.evaluate.benchmark import GOAL_RATIO, MAX_DROP_POINTS, Benchmark, RateAccuracy, run_benchmark
+from nice.evaluate.benchmark import GOAL_RATIO, MAX_DROP_POINTS, Benchmark, Examples, run_benchmark
 
 
 def load_test_set(spec: str, limit: int | None = None) -> tuple[list[bytes], list[int], list[str]]:
@@ -50,49 +49,30 @@ def load_test_set(spec: str, limit: int | None = None) -> tuple[list[bytes], lis
     raise FileNotFoundError(f"{spec}: not a builtin dataset, a dataset artifact or a labelled folder")
 
 
-def explanation_figure(model: Any, sources: Sequence[bytes], labels: Sequence[int], class_names: Sequence[str],
-                       path: str | Path, methods: Sequence[str] = ("nice", "gradcam", "integrated_gradients", "occlusion")) -> Path:
+def explanation_figure(ex: Examples, class_names: Sequence[str], path: str | Path) -> Path:
     """One example per class: the image, each method's top blocks at NICE's density, and the
-    mixed-resolution image NICE stores."""
+    mixed-resolution image NICE's mask gives (computed by the benchmark, drawn here)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nice.evaluate.attributions import attribute, topk_mask
-    from nice.gates import upsample_gates
-    from nice.mixing import _background
-
-    picks = []
-    for c in range(len(class_names)):
-        idx = [i for i, y in enumerate(labels) if y == c]
-        if idx:
-            picks.append(idx[0])
-    picks = picks[:10]
-    ra = RateAccuracy([sources[i] for i in picks], [labels[i] for i in picks], model)
-    target = torch.from_numpy(ra.src_preds)
-    bg = _background(ra.x, model.config.mixing)
-    nice_scores = ra.nice_scores()
-    density = ra.gates.binarize(nice_scores.unsqueeze(1), model.config.guard.tau).mean(dim=(1, 2, 3))
-    masks = {m: topk_mask(nice_scores if m == "nice" else attribute(m, model, ra.x, target, bg).scores, density)
-             for m in methods}
-    mixed = ra.mixer(ra.x, ra.gates.binarize(nice_scores.unsqueeze(1), model.config.guard.tau))
+    methods = list(ex.masks)
     cols = 2 + len(methods)
-    fig, axes = plt.subplots(len(picks), cols, figsize=(cols * 1.5, len(picks) * 1.5), squeeze=False)
-    block = model.config.gates.block
-    for r, i in enumerate(range(len(picks))):
-        img = ra.x[i].permute(1, 2, 0).numpy()
-        grey = img.shape[2] == 1
-        axes[r, 0].imshow(img[..., 0] if grey else img, cmap="gray" if grey else None)
-        axes[r, 0].set_title(f"{class_names[ra.labels[i]]} (pred {class_names[ra.src_preds[i]]})", fontsize=6)
+    rows = max(len(ex.labels), 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.5), squeeze=False)
+    for r in range(len(ex.labels)):
+        img = ex.pixels[r]
+        grey = img.ndim == 2
+        axes[r, 0].imshow(img, cmap="gray" if grey else None)
+        axes[r, 0].set_title(f"{class_names[ex.labels[r]]} (pred {class_names[ex.preds[r]]})", fontsize=6)
         for c, m in enumerate(methods, start=1):
-            keep = upsample_gates(masks[m][i:i + 1], block, tuple(ra.x.shape[-2:]))[0, 0].numpy().astype(bool)
-            shown = np.repeat(img, 3, axis=2) if grey else img.copy()
+            keep = ex.masks[m][r]
+            shown = (np.repeat(img[..., None], 3, axis=2) if grey else img).astype(np.float32) / 255.0
             shown[~keep] = 0.3 * shown[~keep] + 0.7 * np.array([0.1, 0.2, 0.6])
             axes[r, c].imshow(shown)
             axes[r, c].set_title(m.replace("integrated_gradients", "IG"), fontsize=6)
-        out = mixed[i].permute(1, 2, 0).clamp(0, 1).numpy()
-        axes[r, -1].imshow(out[..., 0] if grey else out, cmap="gray" if grey else None)
+        axes[r, -1].imshow(ex.mixed[r], cmap="gray" if grey else None)
         axes[r, -1].set_title("NICE stored", fontsize=6)
     for ax in axes.ravel():
         ax.axis("off")
@@ -214,7 +194,8 @@ def evaluate_model(model: Any, spec: str, out: str | Path, limit: int | None = 2
     figures = {"rate vs accuracy": rate_accuracy_plot(
         shown, (best.bytes_ratio, best.accuracy) if best else None, out / "rate_accuracy.png",
         title=f"{spec}: bytes vs accuracy, {b.images} images")}
-    figures["examples per class"] = explanation_figure(model, sources, labels, names, out / "explanations.png")
+    if b.examples is not None:
+        figures["examples per class"] = explanation_figure(b.examples, names, out / "explanations.png")
     html_path, md_path = write_reports(b, out, f"NICE evaluation: {spec}", figures)
     result = b.to_dict() | {"verdicts": verdicts(b), "report_html": str(html_path), "report_md": str(md_path),
                             "dataset": spec, "model": model.uri}

@@ -24,12 +24,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from nice.compress.search import Rung, encode_rung, ladders, search_formats
+from nice.codec import Rung, decode, encode, ladders, probe_effort, search_formats
 from nice.config import NiceConfig
 from nice.data.arrays import make_loader
 from nice.device import seed_everything
 from nice.gates import rank_scores, rank_window, topk_mask
-from nice.imageio import decoded_pixels, to_float_batch, to_uint8_batch
+from nice.imageio import to_float_batch, to_uint8_batch
 from nice.mixing import make_mixer
 from nice.training.common import EpochCallback, TrainResult
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class StoredImages:
     """A float batch (N,C,H,W in [0,1]) -> the candidates the search would store for it: per
     image a keep level of `search.keep` and a rung of the search's ladders, drawn at random,
-    mixed, encoded and decoded exactly as the search does."""
+    mixed, encoded (at the search's probe effort) and decoded through the codec layer."""
 
     def __init__(self, cfg: NiceConfig, generator: nn.Module, seed: int = 0) -> None:
         self.cfg = cfg
@@ -50,6 +50,7 @@ class StoredImages:
         grey = self.mode == "L"
         self.rungs: list[Rung] = [r for fmt in search_formats(cfg.search, "PNG" if grey else "JPEG")
                                   for lad in ladders(fmt, cfg.search, grey) for r in lad]
+        self.effort = probe_effort(cfg.codec, cfg.search)
         self.rng = np.random.default_rng(seed)
 
     @torch.no_grad()
@@ -60,8 +61,7 @@ class StoredImages:
         out = []
         for arr in pixels:
             rung = self.rungs[int(self.rng.integers(len(self.rungs)))]
-            data = encode_rung(arr, rung, rung.params(self.cfg.search, self.cfg.codec, self.mode, final=False), self.mode)
-            out.append(decoded_pixels(data, self.mode))
+            out.append(decode(encode(arr, self.mode, rung, self.effort), self.mode))
         return to_float_batch(np.stack(out))
 
 
