@@ -93,12 +93,33 @@ def test_explanation_metrics(bench):
     b, *_ = bench
     by = {e.method: e for e in b.explain}
     assert set(by) == {"nice", "gradcam", "integrated_gradients", "saliency", "occlusion"}
+    for m in ("nice", "integrated_gradients", "occlusion"):
+        # A ranking that means anything: keeping its top blocks holds the class better than
+        # removing them does.
+        assert by[m].insertion_auc > by[m].deletion_auc + 0.1, by[m]
     for e in by.values():
-        assert 0 <= e.deletion_auc <= 1 and 0 <= e.insertion_auc <= 1
         assert set(e.preservation) == {"5%", "10%", "20%"}
         assert e.preservation["5%"] <= e.preservation["20%"] + 0.05
     assert 0 < by["nice"].sparsity < 1
     assert by["nice"].seconds_per_image < by["occlusion"].seconds_per_image
+
+
+def test_per_class_examples_reuse_the_benchmarks_images_and_masks(bench):
+    """The figure's examples come from the explanation subset already decoded and attributed:
+    one image per class, each method's mask at NICE's density."""
+    b, sources, labels, model = bench
+    ex = b.examples
+    first = {c: labels.index(c) for c in sorted(set(labels[:60]))}  # explain_limit = 60
+    assert list(ex.labels) == list(first)[:10]
+    from nice.imageio import decode_image
+
+    for row, i in enumerate(list(first.values())[:10]):
+        assert np.array_equal(ex.pixels[row], np.asarray(decode_image(sources[i]).image))
+    assert set(ex.masks) == {"nice", "gradcam", "integrated_gradients", "occlusion"}
+    kept = {m: mask.mean(axis=(1, 2)) for m, mask in ex.masks.items()}
+    for m in ("gradcam", "integrated_gradients", "occlusion"):
+        assert np.allclose(kept[m], kept["nice"], atol=0.02)  # same density per image
+    assert ex.mixed.shape == ex.pixels.shape
 
 
 def test_topk_mask_keeps_the_highest_blocks():
@@ -115,7 +136,10 @@ def test_cli_evaluate_report_and_explain(small_model, tmp_path, capsys):
     assert main(["evaluate", "--model", str(small_model), "--dataset", "mnist", "--out", str(tmp_path / "ev"),
                  "--limit", "60", "--explain-limit", "30"]) == 0
     out = capsys.readouterr().out
-    assert "NICE" in out and "faster than occlusion" in out
+    assert "faster than occlusion" in out
+    assert Image.open(tmp_path / "ev" / "explanations.png").format == "PNG"
+    data = json.loads((tmp_path / "ev" / "benchmark.json").read_text())
+    assert data["images"] == 60 and f"{data['best_nice']['bytes_ratio']:.3f}x" in out
     md = (tmp_path / "ev" / "report.md").read_text()
     for split in ("every baseline", "the codec baselines", "the other rankings"):
         assert f"Bytes ratio NICE / best of {split}" in out and f"Bytes ratio NICE / best of {split}" in md
