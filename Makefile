@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 export NICE_HOME ?= $(CURDIR)/.nice
 
-.PHONY: venv data tools test demo soak images clean
+.PHONY: venv data tools test test-fast demo soak images clean
 
 venv: $(STAMP)
 
@@ -27,8 +27,14 @@ tools: $(STAMP)
 test: data tools
 	$(PY) -m pytest -q
 
+# The inner loop: every test not marked slow. The trained test models are cached, keyed by
+# the code that trains them (tests/conftest.py), so only the first run trains them.
+test-fast: data tools
+	NICE_TEST_CACHE=$(NICE_HOME)/test-cache $(PY) -m pytest -q -m "not slow"
+
+# The `nice` command (pipeline.cli): the pipeline demo needs kfp, which the library never imports.
 demo: data
-	$(PY) -m nice demo
+	$(VENV)/bin/nice demo
 
 # 20,000 objects through a proxy injecting 5% faults, then without faults (outside `make test`).
 soak: data

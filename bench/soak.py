@@ -23,7 +23,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 from nice.bundle import NiceModel  # noqa: E402
 from nice.compress.archive import ArchiveOptions, ArchiveRun  # noqa: E402
-from nice.s3_local import LocalS3  # noqa: E402
+from pipeline.s3_local import LocalS3  # noqa: E402
 from nice.storage import S3Store  # noqa: E402
 
 

@@ -8,9 +8,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
-from nice.checkpoint import load_classifier, load_generator, save_checkpoint
+from nice.checkpoint import CheckpointError, load_classifier, load_generator, save_checkpoint
 from nice.config import NiceConfig
 
 CLASSIFIER_FILE = "classifier.pt"
@@ -40,9 +41,7 @@ class NiceModel:
     @classmethod
     def load(cls, path: str | Path) -> "NiceModel":
         path = Path(path)
-        if not (path / GENERATOR_FILE).is_file() or not (path / CLASSIFIER_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a NICE model directory "
-                                    f"(needs {CLASSIFIER_FILE} and {GENERATOR_FILE})")
+        _check_model_dir(path)
         classifier, _, _ = load_classifier(path / CLASSIFIER_FILE)
         generator, cfg, _ = load_generator(path / GENERATOR_FILE)
         names = None
@@ -66,8 +65,52 @@ def _differs(written: dict, cfg: NiceConfig) -> bool:
         return True
 
 
-def resolve_model(uri: str | Path) -> NiceModel:
-    """A local model directory, or an MLflow `models:/...` / `runs:/...` URI downloaded first."""
+@dataclass
+class ModelRef:
+    """A model directory known by its config, class names and URI, without its networks:
+    what planning and finishing an archive run need. `load()` builds the networks."""
+
+    path: Path
+    config: NiceConfig
+    uri: str
+    class_names: list[str] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, uri: str | None = None) -> "ModelRef":
+        path = Path(path)
+        _check_model_dir(path)
+        # The config in the checkpoints is the one used (nice.json is a readable copy). mmap:
+        # the tensors stay on disk, only the config text is read.
+        try:
+            payload = torch.load(path / GENERATOR_FILE, map_location="cpu", weights_only=True, mmap=True)
+            cfg = NiceConfig.from_dict(json.loads(payload["config"]))
+        except Exception as exc:  # unpickling errors come in many types
+            raise CheckpointError(f"{path / GENERATOR_FILE}: not a loadable NICE checkpoint ({exc})") from exc
+        names = None
+        if (path / CONFIG_FILE).is_file():
+            names = json.loads((path / CONFIG_FILE).read_text()).get("class_names")
+        return cls(path=path, config=cfg, uri=uri or str(path.resolve()), class_names=names)
+
+    def load(self) -> NiceModel:
+        model = NiceModel.load(self.path)
+        model.uri = self.uri
+        return model
+
+
+def _check_model_dir(path: Path) -> None:
+    if not (path / GENERATOR_FILE).is_file() or not (path / CLASSIFIER_FILE).is_file():
+        raise FileNotFoundError(f"{path} is not a NICE model directory "
+                                f"(needs {CLASSIFIER_FILE} and {GENERATOR_FILE})")
+
+
+def networks(model: "NiceModel | ModelRef") -> NiceModel:
+    """The model with its networks (loads them for a ModelRef)."""
+    return model.load() if isinstance(model, ModelRef) else model
+
+
+def resolve_model_ref(uri: str | Path) -> ModelRef:
+    """A local model directory, or an MLflow `models:/...` / `runs:/...` URI downloaded first;
+    nothing is built (see `ModelRef.load`)."""
     text = str(uri)
     if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         try:
@@ -77,9 +120,12 @@ def resolve_model(uri: str | Path) -> NiceModel:
         local = mlflow.artifacts.download_artifacts(artifact_uri=text)
         candidates = [Path(local)] + [p.parent for p in Path(local).rglob(GENERATOR_FILE)]
         for c in candidates:
-            if (c / GENERATOR_FILE).is_file():
-                model = NiceModel.load(c)
-                model.uri = text
-                return model
+            if (c / GENERATOR_FILE).is_file() and (c / CLASSIFIER_FILE).is_file():
+                return ModelRef.open(c, uri=text)  # rows record the registry URI
         raise FileNotFoundError(f"{text} holds no NICE model directory")
-    return NiceModel.load(text)
+    return ModelRef.open(text)
+
+
+def resolve_model(uri: str | Path) -> NiceModel:
+    """`resolve_model_ref(uri)` with its networks loaded."""
+    return resolve_model_ref(uri).load()

@@ -1,4 +1,11 @@
-"""`nice` command line. Each sub-command is a thin layer over the library."""
+"""`nice` command line: the library's sub-commands.
+
+Every sub-command that is also a pipeline step calls the same `nice.jobs` function as its
+Kubeflow component (train-classifier, train-mask-generator, compress, compress-folder,
+ingest) or the same `nice.evaluate` function (evaluate, report). `nice pipeline ...` and the
+pipeline demo need kfp and live outside the library: the `nice` console script is
+`pipeline.cli:main`, which handles those two and hands everything else to `main` here.
+"""
 
 from __future__ import annotations
 
@@ -8,38 +15,80 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
-from nice.config import MIXING_MODES, NiceConfig
+from nice.config import MIXING_MODES, NiceConfig, merge_overrides
+
+DESCRIPTION = """NICE: train a classifier and a mask generator, then compress image archives (folders or
+s3:// prefixes) into files that keep the classifier's prediction, with a per-image savings
+table. Each sub-command runs the same code as its step of the Kubeflow pipelines."""
+
+CONFIG_SEMANTICS = """--config FILE: a JSON object of NiceConfig overrides, e.g. {"search": {"keep": [0.2, 1.0]}}.
+It is merged section by section onto the base config, keys it leaves out keep the base's
+value, and the flags given on the command line apply on top of it. The base is:
+  compress, compress-folder   the model's own config (architecture, gates and mixing belong
+                              to the model: overriding them is refused)
+  train-mask-generator        the classifier checkpoint's config
+  train-classifier            the defaults for the dataset's channels (grey: LeNet, per-pixel
+                              gates; colour: ResNet, 8x8 gates, mean-colour background)
+  demo                        the grey (MNIST) defaults
+An unknown key is an error. Bad command lines and bad data/model combinations print one
+line on stderr and exit with status 2."""
+
+# (flag dest, config section, key): the flags that set one config value each.
+FLAG_SETTINGS = [
+    ("epochs_classifier", "train_classifier", "epochs"), ("epochs", "train_generator", "epochs"),
+    ("lam", "train_generator", "lam"), ("mu", "train_generator", "mu"),
+    ("target", "train_generator", "target"), ("block", "gates", "block"),
+    ("mixing", "mixing", "mode"), ("pool", "mixing", "pool"), ("generator", "generator", "arch"),
+    ("format", "codec", "format"), ("quality", "codec", "quality"), ("tau", "guard", "tau"),
+    ("width", "classifier", "width"), ("stem", "classifier", "stem"),
+    ("pre_pool", "generator", "pre_pool"), ("gen_width", "generator", "width"),
+    ("rank_weight", "train_generator", "rank_weight"),
+    ("stored_epochs", "train_classifier", "stored_epochs"),
+    ("device", "train_generator", "device"), ("seed", "train_generator", "seed"),
+]
 
 
-def _config(args: argparse.Namespace, base: NiceConfig | None = None) -> NiceConfig:
-    """The config file (or `base`, or the defaults) with every flag that was given applied."""
-    cfg = NiceConfig.load(args.config) if getattr(args, "config", None) else (base or NiceConfig())
-    cfg = NiceConfig.from_dict(cfg.to_dict())  # a copy: never mutate the caller's
-    for attr, section, key in [
-        ("epochs_classifier", "train_classifier", "epochs"), ("epochs", "train_generator", "epochs"),
-        ("lam", "train_generator", "lam"), ("mu", "train_generator", "mu"),
-        ("target", "train_generator", "target"), ("block", "gates", "block"),
-        ("mixing", "mixing", "mode"), ("pool", "mixing", "pool"), ("generator", "generator", "arch"),
-        ("format", "codec", "format"), ("quality", "codec", "quality"), ("tau", "guard", "tau"),
-        ("width", "classifier", "width"), ("stem", "classifier", "stem"),
-        ("pre_pool", "generator", "pre_pool"), ("gen_width", "generator", "width"),
-        ("rank_weight", "train_generator", "rank_weight"),
-        ("stored_epochs", "train_classifier", "stored_epochs"),
-        ("device", "train_generator", "device"), ("seed", "train_generator", "seed"),
-    ]:
+def read_overrides(path: str | Path) -> dict[str, Any]:
+    """A `--config` file: a JSON object of (partial) NiceConfig sections."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--config {path}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of config sections, got {type(data).__name__}")
+    return data
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The job's config overrides: the `--config` file, then every flag that was given."""
+    flags: dict[str, dict[str, Any]] = {}
+    for attr, section, key in FLAG_SETTINGS:
         value = getattr(args, attr, None)
         if value is not None:
-            setattr(getattr(cfg, section), key, value)
+            flags.setdefault(section, {})[key] = value
     if getattr(args, "format", None):
-        cfg.search.formats = (args.format,)  # the search honours the container asked for
+        flags.setdefault("search", {})["formats"] = [args.format]  # the search honours the container asked for
     if getattr(args, "fixed", False) or getattr(args, "quality", None) is not None or getattr(args, "tau", None) is not None:
-        cfg.search.enabled = False  # a fixed quality / tau means the fixed path
-    return NiceConfig.from_dict(cfg.to_dict())  # re-validate after overrides
+        flags.setdefault("search", {})["enabled"] = False  # a fixed quality / tau means the fixed path
+    path = getattr(args, "config", None)
+    return merge_overrides(read_overrides(path) if path else {}, flags)
+
+
+def job_config(args: argparse.Namespace, base: NiceConfig | None = None) -> NiceConfig:
+    """`base` (default: the grey defaults) with the `--config` file and the flags applied."""
+    return (base or NiceConfig()).with_overrides(overrides_from_args(args))
+
+
+def _add_config_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE",
+                   help="JSON object of NiceConfig overrides merged onto the base config; flags apply on top "
+                        "(see `nice --help`)")
 
 
 def _add_config(p: argparse.ArgumentParser, train: bool = False, codec: bool = False) -> None:
-    p.add_argument("--config", help="JSON file with a NiceConfig (flags below override it)")
+    _add_config_file(p)
     if train:
         p.add_argument("--epochs", type=int, help="mask-generator epochs")
         p.add_argument("--lam", type=float, help="lambda: weight of the expected-L0 penalty")
@@ -82,125 +131,66 @@ def cmd_data(args: argparse.Namespace) -> int:
     return status
 
 
+def _print(result: dict[str, Any]) -> None:
+    print(json.dumps(result, indent=2, default=str))
+
+
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    from nice.checkpoint import save_checkpoint
-    from nice.data.sources import BUILTIN, training_data
-    from nice.device import configure_threads
-    from nice.training.classifier import train_classifier
+    from nice.jobs import train_classifier_step
 
-    from nice.config import colour_default
-
-    configure_threads()
-    train, test, names, channels = training_data(args.dataset)
-    # Colour sources get the colour defaults (ResNet, 8x8 block gates, mean-colour background).
-    cfg = _config(args, base=colour_default() if channels == 3 else None)
-    cfg.classifier.num_classes = len(names)
-    res = train_classifier(cfg, train, test)
-    if args.dataset not in BUILTIN:
-        # Artifacts validate on `val` during training; report the held-out test split too.
-        from nice.data.arrays import make_loader
-        from nice.ingest import DatasetArtifact
-        from nice.training.common import predict
-
-        import torch
-
-        preds, labels = predict(res.model, make_loader(DatasetArtifact.open(args.dataset).dataset("test"), 512, False),
-                                torch.device("cpu"))
-        res.final = {"val_accuracy": res.final.pop("test_accuracy"), **res.final,
-                     "test_accuracy": (preds == labels).float().mean().item()}
-    save_checkpoint(args.out, "classifier", res.model, cfg, {**res.final, "class_names": names})
-    print(json.dumps({"out": str(args.out), **res.final}))
+    _print(train_classifier_step(args.dataset, args.out, overrides_from_args(args)))
     return 0
 
 
 def cmd_train_mask_generator(args: argparse.Namespace) -> int:
-    from nice.bundle import NiceModel
-    from nice.checkpoint import load_classifier
-    from nice.data.sources import training_data
-    from nice.device import configure_threads
-    from nice.training.mask_generator import train_mask_generator
-    from nice.training.stored import train_for_storage
+    from nice.jobs import train_mask_generator_step
 
-    configure_threads()
-    classifier, clf_cfg, _ = load_classifier(args.classifier)
-    train, val, names, _ = training_data(args.dataset)
-    # The classifier's checkpoint config (colour or grey defaults) is the base; flags override.
-    cfg = _config(args, base=clf_cfg)
-    res = train_mask_generator(cfg, classifier, train, val)
-    classifier, stored = train_for_storage(cfg, classifier, res.model, train, val)
-    NiceModel(classifier, res.model, cfg, class_names=names).save(args.out, {**res.final, **stored})
-    print(json.dumps({"out": str(args.out), **res.final, **stored}))
+    _print(train_mask_generator_step(args.dataset, args.classifier, args.out, overrides_from_args(args)))
     return 0
 
 
 def cmd_compress_folder(args: argparse.Namespace) -> int:
-    from nice.bundle import NiceModel
-    from nice.compress.folder import compress_folder
-    from nice.device import configure_threads
+    from nice.jobs import compress_step
 
-    configure_threads()
-    model = NiceModel.load(args.model)
-    cfg = _config(args, base=model.config)
-    summary = compress_folder(args.src, args.dst, model, cfg, savings=args.savings,
-                              batch_size=args.batch_size)
-    print(json.dumps(summary.to_dict(), indent=2))
+    # The same archive run as `compress`, between two local folders.
+    _print(compress_step(str(args.src), str(args.dst), args.model, overrides=overrides_from_args(args),
+                         threads=args.threads, batch_size=args.batch_size,
+                         savings=str(args.savings) if args.savings else None))
     return 0
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from nice.bundle import resolve_model
-    from nice.compress.archive import ArchiveOptions, ArchiveRun, dry_run
-    from nice.device import configure_threads
-    from nice.storage import open_store
+    from nice.jobs import compress_step, dry_run_step
 
-    configure_threads(args.threads)
-    model = resolve_model(args.model)
-    cfg = _config(args, base=model.config)
-    src = open_store(args.src, args.endpoint_url)
+    overrides = overrides_from_args(args)
     if args.dry_run:
-        print(json.dumps(dry_run(src, model, cfg, sample=args.sample), indent=2))
+        _print(dry_run_step(args.src, args.model, overrides, sample=args.sample, threads=args.threads,
+                            endpoint_url=args.endpoint_url))
         return 0
-    dst = open_store(args.dst, args.endpoint_url)
-    if dst.uri.rstrip("/") == src.uri.rstrip("/"):
-        print("error: DST must differ from SRC (sources are never modified)", file=sys.stderr)
-        return 2
-    opts = ArchiveOptions(shard_size=args.shard_size, batch_size=args.batch_size, workers=args.workers,
-                          since_last=args.since_last, savings=str(args.savings) if args.savings else None)
-    summary = ArchiveRun(src, dst, model, cfg, opts).run()
-    print(json.dumps(summary.to_dict(), indent=2))
+    _print(compress_step(args.src, args.dst, args.model, overrides=overrides, threads=args.threads,
+                         endpoint_url=args.endpoint_url, shard_size=args.shard_size, batch_size=args.batch_size,
+                         workers=args.workers, since_last=args.since_last,
+                         savings=str(args.savings) if args.savings else None))
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from nice.ingest import IngestOptions, ingest
+    from nice.jobs import ingest_step
 
-    art = ingest(args.source, args.out, IngestOptions(
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed or 0,
-        size=args.size, limit=args.limit, endpoint_url=args.endpoint_url))
-    m = art.manifest
-    print(json.dumps({k: m[k] for k in ("name", "source", "class_names", "counts", "content_hash",
-                                        "channels", "rejects", "duplicates")} | {"path": str(art.path)}, indent=2))
+    _print(ingest_step(args.source, args.out, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                       seed=args.seed or 0, size=args.size, limit=args.limit, endpoint_url=args.endpoint_url))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The library-only demo (`--direct`); the pipeline demo is `pipeline.cli`'s."""
     if not args.direct:
-        # The product path: the train-and-compress pipeline through kfp.local, tracked in MLflow.
-        from pipeline.demo import format_report, run_demo as run_pipeline_demo
-
-        overrides = json.loads(Path(args.config).read_text()) if args.config else {}
-        if args.epochs is not None:
-            overrides.setdefault("train_generator", {})["epochs"] = args.epochs
-        if args.epochs_classifier is not None:
-            overrides.setdefault("train_classifier", {})["epochs"] = args.epochs_classifier
-        report = run_pipeline_demo(limit=args.limit or 0, config=overrides,
-                                   workdir=args.workdir)
-        print(format_report(report))
-        return 0
+        raise UsageError("the pipeline demo needs kfp and runs from the `nice` command (`nice demo`); "
+                         "`--direct` runs the library-only demo")
     from nice.demo import format_summary, run_demo
     from nice.paths import nice_home
 
-    cfg = _config(args)
+    cfg = job_config(args)
     workdir = Path(args.workdir) if args.workdir else nice_home() / "demo" / cfg.hash()
     res = run_demo(workdir, cfg, limit_test=args.limit, limit_train=args.limit_train, reuse=not args.retrain)
     print(format_summary(res))
@@ -284,7 +274,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nice", description=__doc__)
+    parser = argparse.ArgumentParser(prog="nice", description=DESCRIPTION, epilog=CONFIG_SEMANTICS,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -300,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-classifier", "--epochs", dest="epochs_classifier", type=int)
     p.add_argument("--width", type=int, help="ResNet width (colour classifiers)")
     p.add_argument("--stem", choices=("conv", "patch"), help="ResNet stem (patch: cheaper, for bulk compression)")
-    p.add_argument("--config")
+    _add_config_file(p)
     p.set_defaults(func=cmd_train_classifier)
 
     p = sub.add_parser("train-mask-generator", help="train the NICE mask generator against a frozen classifier")
@@ -310,12 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p, train=True)
     p.set_defaults(func=cmd_train_mask_generator)
 
-    p = sub.add_parser("compress-folder", help="compress a folder of images with a NICE model")
+    p = sub.add_parser("compress-folder", help="`compress` between two local folders (the same resumable, "
+                                               "idempotent archive run; state in DST/_nice/)")
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
-    p.add_argument("--model", type=Path, required=True, help="NICE model directory")
+    p.add_argument("--model", required=True, help="model directory, or an MLflow models:/ or runs:/ URI")
     p.add_argument("--savings", type=Path, help="also write the merged savings Parquet here")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     _add_config(p, codec=True)
     p.set_defaults(func=cmd_compress_folder)
 
@@ -346,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint-url")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("demo", help="the train-and-compress pipeline on MNIST (kfp.local, local S3, MLflow)")
+    p = sub.add_parser("demo", help="the train-and-compress pipeline on MNIST (kfp.local, local S3, MLflow; "
+                                    "needs the `nice` command), or with --direct the library alone")
     p.add_argument("--direct", action="store_true",
                    help="skip Kubeflow/MLflow: train and compress a local folder with the library only")
     p.add_argument("--workdir", help="default: $NICE_HOME/demo (with --direct: $NICE_HOME/demo/<config hash>)")
@@ -392,34 +386,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-store-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///$NICE_HOME/mlflow.db")
     p.set_defaults(func=cmd_ui)
 
+    # Listed for --help; `pipeline.cli` (the `nice` command) handles it before this parser.
     sub.add_parser("pipeline", help="run | compile | submit | schedule the Kubeflow pipelines "
-                                    "(`nice pipeline --help`)", add_help=False)
+                                    "(`nice pipeline --help`; needs the `nice` command)", add_help=False)
     return parser
+
+
+class UsageError(ValueError):
+    """A command line that cannot run as given (exit 2, one line)."""
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The sub-command named on a command line (the first word after the global options)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def guarded(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run a command; what stops it from running at all (missing model or data, bad config,
+    a dataset the model cannot take, bad URI) is one line on stderr and exit status 2."""
+    try:
+        return int(func(args) or 0)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["pipeline"]:
-        # Kubeflow lives outside the library: the pipeline CLI has its own parser.
-        from pipeline.cli import main as pipeline_main
-
-        try:
-            return pipeline_main(argv[1:])
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    if command_of(argv) == "pipeline":
+        print("error: `nice pipeline` needs kfp and runs from the `nice` command (pipeline.cli), "
+              "not from the library's `python -m nice`", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args)
     if getattr(args, "command", "") == "compress" and not args.dry_run and not args.dst:
         print("error: DST is required unless --dry-run", file=sys.stderr)
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
-        # The run itself could not proceed (missing model, bad config, bad URI): say why, exit 2.
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return guarded(args.func, args)
 
 
 if __name__ == "__main__":

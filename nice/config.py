@@ -225,17 +225,16 @@ class NiceConfig:
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> "NiceConfig":
         """A copy with a partial nested dict applied, e.g. `{"train_generator": {"epochs": 1}}`."""
-        return NiceConfig.from_dict(_deep_merge(self.to_dict(), overrides or {}))
-
-    def replace(self, **sections: Any) -> "NiceConfig":
-        return dataclasses.replace(self, **sections)
+        return NiceConfig.from_dict(merge_overrides(self.to_dict(), overrides or {}))
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_overrides(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` laid over `base`, section by section (nested dicts merge, anything else replaces);
+    neither argument is modified. How `--config` files, flags and pipeline overrides combine."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = merge_overrides(out[key], value)
         else:
             out[key] = value
     return out
@@ -266,11 +265,6 @@ def _coerce(value: Any, default: Any) -> Any:
             and value.is_integer()):
         return int(value)
     return value
-
-
-def mnist_default() -> NiceConfig:
-    """The MNIST operating point: per-pixel gates, zero mixing, PNG output."""
-    return NiceConfig()
 
 
 def colour_default(image_size: int = 64) -> NiceConfig:

@@ -8,11 +8,15 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
 from nice.config import NiceConfig, colour_default
+
+if TYPE_CHECKING:
+    from nice.bundle import ModelRef, NiceModel
+    from nice.compress.archive import ArchiveRun
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,7 @@ def base_config(channels: int, overrides: dict[str, Any] | None = None) -> NiceC
 
 
 def ingest_step(source: str, out: str | Path, ctx: StepContext | None = None, **options: Any) -> dict[str, Any]:
+    """Build a Dataset artifact at `out`; `options` are `nice.ingest.IngestOptions` fields."""
     from nice.ingest import IngestOptions, ingest
 
     ctx = ctx or StepContext()
@@ -74,8 +79,47 @@ def ingest_step(source: str, out: str | Path, ctx: StepContext | None = None, **
                         | {"rejects": len(m.get("rejects") or []) if isinstance(m.get("rejects"), list)
                            else m.get("rejects", 0) or 0})
         ctx.log_artifact(art.path / "manifest.json", "dataset")
-    return {"path": str(art.path), "content_hash": m["content_hash"], "counts": counts,
-            "class_names": m["class_names"], "channels": m["channels"]}
+    return {"path": str(art.path), "name": m.get("name"), "source": m.get("source"),
+            "content_hash": m["content_hash"], "counts": counts, "class_names": m["class_names"],
+            "channels": m["channels"], "rejects": m.get("rejects"), "duplicates": m.get("duplicates")}
+
+
+def dataset_images(dataset: str) -> tuple[int, set[tuple[int, int]]]:
+    """(channels, the set of (width, height) of its images) of a builtin name or an artifact,
+    from the artifact's metadata columns (no image is decoded)."""
+    import pyarrow.parquet as pq
+
+    from nice.data.sources import BUILTIN
+    from nice.ingest import DatasetArtifact
+
+    if dataset in BUILTIN:
+        return 1, {(28, 28)}
+    art = DatasetArtifact.open(dataset)
+    sizes: set[tuple[int, int]] = set()
+    for split in ("train", "val", "test"):
+        for shard in art.shards(split):
+            t = pq.read_table(shard, columns=["width", "height"])
+            sizes |= set(zip(t.column("width").to_pylist(), t.column("height").to_pylist()))
+    return art.channels, sizes
+
+
+def check_dataset_fits(cfg: NiceConfig, dataset: str, channels: int, sizes: set[tuple[int, int]],
+                       what: str) -> None:
+    """Refuse, in one sentence, a dataset the classifier of `cfg` cannot take (rather than a
+    tensor shape error deep inside training)."""
+    c = cfg.classifier
+    if channels != c.in_channels:
+        kind = {1: "grey (1 channel)", 3: "colour (3 channels)"}
+        raise ValueError(f"dataset {dataset} is {kind.get(channels, f'{channels}-channel')} but {what} takes "
+                         f"{kind.get(c.in_channels, f'{c.in_channels} channels')}: use the data it was trained on")
+    wrong = sorted(s for s in sizes if s != (c.image_size, c.image_size))
+    if c.image_size and wrong:
+        w, h = wrong[0]
+        raise ValueError(
+            f"dataset {dataset} has {w}x{h} images ({len(wrong)} size(s) other than {c.image_size}x{c.image_size}) "
+            f"but {what} ({c.arch}) takes {c.image_size}x{c.image_size} only: resize the images to "
+            f"{c.image_size}x{c.image_size} before `nice ingest`, or use a size-independent classifier with "
+            '--config overrides {"classifier": {"arch": "resnet", "image_size": 0}}')
 
 
 def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, Any] | None = None,
@@ -91,10 +135,12 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
 
     ctx = ctx or StepContext()
     configure_threads()
-    train, val, names, channels = training_data(dataset)
+    channels, sizes = dataset_images(dataset)
     cfg = base_config(channels, overrides)
-    cfg.classifier.num_classes = len(names)
     cfg.classifier.in_channels = channels
+    check_dataset_fits(cfg, dataset, channels, sizes, "the classifier")
+    train, val, names, channels = training_data(dataset)
+    cfg.classifier.num_classes = len(names)
     with ctx.step("train-classifier", {"dataset": dataset, **_flat(cfg.classifier, "classifier."),
                                        **_flat(cfg.train_classifier, "train.")}) as run_id:
         res = train_classifier(cfg, train, val, on_epoch=ctx.epoch_logger("epoch_"), progress=ctx.progress)
@@ -128,9 +174,17 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
     ctx = ctx or StepContext()
     configure_threads()
     clf, clf_cfg, _ = load_classifier(classifier)
-    train, val, names, channels = training_data(dataset)
     # The classifier's config is the base (architecture, gates, mixing); overrides on top.
     cfg = clf_cfg.with_overrides(overrides)
+    if cfg.classifier != clf_cfg.classifier:
+        raise ValueError(f"overrides change the classifier section, but {classifier} is trained already: "
+                         "train a new classifier for other classifier settings")
+    channels, sizes = dataset_images(dataset)
+    check_dataset_fits(cfg, dataset, channels, sizes, f"the classifier {classifier}")
+    train, val, names, channels = training_data(dataset)
+    if len(names) != cfg.classifier.num_classes:
+        raise ValueError(f"dataset {dataset} has {len(names)} classes but the classifier {classifier} "
+                         f"was trained on {cfg.classifier.num_classes}: use the data it was trained on")
     with ctx.step("train-mask-generator", {"dataset": dataset, **_flat(cfg.gates, "gates."),
                                            **_flat(cfg.mixing, "mixing."), **_flat(cfg.generator, "generator."),
                                            **_flat(cfg.train_generator, "train.")}) as run_id:
@@ -151,34 +205,61 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
             "registered_version": version, "mlflow_run_id": run_id}
 
 
-def compress_step(src: str, dst: str, model: str | Path, ctx: StepContext | None = None,
-                  overrides: dict[str, Any] | None = None, model_uri: str | None = None,
-                  **options: Any) -> dict[str, Any]:
-    """`nice compress` as a step: the whole archive in this process."""
-    from nice.bundle import resolve_model
+def archive_run(source: str | Path, destination: str | Path, model: "str | Path | NiceModel | ModelRef",
+                overrides: dict[str, Any] | None = None, *, model_uri: str | None = None,
+                endpoint_url: str | None = None, **options: Any) -> "ArchiveRun":
+    """The one way a job sets up an archive run (`compress`, `compress-folder`, the pipeline's
+    compress-archive and each recompress step): stores opened, the model resolved *without*
+    its networks (a ModelRef: they load when a shard is processed, so plan and finish never
+    build them), `overrides` merged onto the model's config; `options` are ArchiveOptions."""
+    from nice.bundle import ModelRef, NiceModel, resolve_model_ref
     from nice.compress.archive import ArchiveOptions, ArchiveRun
+    from nice.storage import LocalStore, open_store
+
+    src, dst = open_store(source, endpoint_url), open_store(destination, endpoint_url)
+    if isinstance(src, LocalStore) and not src.root.is_dir():
+        raise NotADirectoryError(f"source folder {source} does not exist")
+    ref = model if isinstance(model, (NiceModel, ModelRef)) else resolve_model_ref(model)
+    if model_uri:
+        ref.uri = model_uri  # rows record the registry URI, not a temporary download path
+    return ArchiveRun(src, dst, ref, ref.config.with_overrides(overrides), ArchiveOptions(**options))
+
+
+def compress_step(src: str, dst: str, model: "str | Path | NiceModel | ModelRef", ctx: StepContext | None = None,
+                  overrides: dict[str, Any] | None = None, model_uri: str | None = None,
+                  threads: int | None = None, endpoint_url: str | None = None, **options: Any) -> dict[str, Any]:
+    """`nice compress` as a step: the whole archive in this process (resumable, idempotent)."""
     from nice.device import configure_threads
-    from nice.storage import open_store
 
     ctx = ctx or StepContext()
-    configure_threads()
-    loaded = resolve_model(model)
-    if model_uri:
-        loaded.uri = model_uri  # rows record the registry URI, not a temporary download path
-    cfg = loaded.config.with_overrides(overrides)
-    opts = ArchiveOptions(progress=ctx.progress, **options)
-    with ctx.step("compress-archive", {"source": src, "destination": dst, "model_uri": loaded.uri,
-                                       "config_hash": cfg.hash(), "since_last": opts.since_last}):
-        summary = ArchiveRun(open_store(src), open_store(dst), loaded, cfg, opts).run()
+    configure_threads(threads)
+    run = archive_run(src, dst, model, overrides, model_uri=model_uri, endpoint_url=endpoint_url,
+                      **{"progress": ctx.progress, **options})
+    with ctx.step("compress-archive", {"source": src, "destination": dst, "model_uri": run.model.uri,
+                                       "config_hash": run.config_hash, "since_last": run.opts.since_last}):
+        summary = run.run()
         data = summary.to_dict()
         ctx.log_metrics(summary_metrics(data))
-        if opts.savings:
-            ctx.log_artifact(opts.savings, "savings")
+        if run.opts.savings:
+            ctx.log_artifact(run.opts.savings, "savings")
         if ctx.tracker is not None:
             import mlflow
 
             mlflow.log_dict(data, "savings/summary.json")
     return data
+
+
+def dry_run_step(src: str, model: str | Path, overrides: dict[str, Any] | None = None, sample: int = 200,
+                 threads: int | None = None, endpoint_url: str | None = None) -> dict[str, Any]:
+    """`nice compress --dry-run`: estimated savings on a sample of SRC; nothing is written."""
+    from nice.bundle import resolve_model
+    from nice.compress.archive import dry_run
+    from nice.device import configure_threads
+    from nice.storage import open_store
+
+    configure_threads(threads)
+    loaded = resolve_model(model)
+    return dry_run(open_store(src, endpoint_url), loaded, loaded.config.with_overrides(overrides), sample=sample)
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:

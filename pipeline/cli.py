@@ -1,14 +1,19 @@
-"""`nice pipeline run | compile | submit | schedule` (dispatched from nice.cli)."""
+"""The `nice` command: `nice pipeline run | compile | submit | schedule` and the pipeline demo
+(`nice demo`) here, every other sub-command handed to the library's `nice.cli.main`.
+
+It lives outside `nice/` because pipelines need kfp and the library never imports it (nor
+this package); kfp is imported only when a pipeline command runs, so the library's
+sub-commands work from this entry point without kfp installed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from pipeline import PIPELINES
+from nice import cli as nice_cli
 
 
 def _arguments(args: argparse.Namespace) -> dict[str, Any]:
@@ -23,12 +28,15 @@ def _arguments(args: argparse.Namespace) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     if args.config:
-        out["config"] = json.loads(Path(args.config).read_text())
+        out["config"] = nice_cli.read_overrides(args.config)  # the same overrides as everywhere
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nice pipeline", description=__doc__)
+    from pipeline import PIPELINES
+
+    parser = argparse.ArgumentParser(prog="nice pipeline",
+                                     description="Run, compile, submit or schedule the Kubeflow pipelines.")
     sub = parser.add_subparsers(dest="action", required=True)
     for name, help_ in (("run", "run locally through kfp.local (steps are subprocesses of this Python)"),
                         ("compile", "write the pipeline as KFP IR YAML"),
@@ -39,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "compile":
             p.add_argument("--arg", action="append", metavar="KEY=VALUE",
                            help="a pipeline parameter (repeatable), e.g. --arg archive_source=s3://b/p/")
-            p.add_argument("--config", help="JSON file with NiceConfig overrides, passed as the `config` parameter")
+            p.add_argument("--config", metavar="FILE",
+                           help="JSON object of NiceConfig overrides, passed as the `config` parameter "
+                                "(each step merges it onto its base config, see `nice --help`)")
         if name == "compile":
             p.add_argument("--out", help="default: <pipeline>.yaml")
         if name in ("submit", "schedule"):
@@ -51,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
+def pipeline_main(argv: list[str]) -> int:
+    """`nice pipeline ...`."""
     args = build_parser().parse_args(argv)
     if args.action == "compile":
         from pipeline.remote import compile_pipeline
@@ -79,5 +90,29 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """`nice demo`: the train-and-compress pipeline through kfp.local, tracked in MLflow."""
+    from pipeline.demo import format_report, run_demo
+
+    report = run_demo(limit=args.limit or 0, config=nice_cli.overrides_from_args(args), workdir=args.workdir)
+    print(format_report(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `nice` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = nice_cli.command_of(argv)
+    if command == "pipeline":
+        rest = argv[argv.index("pipeline") + 1:]
+        return nice_cli.guarded(lambda _: pipeline_main(rest), argparse.Namespace())
+    if command == "demo":
+        args = nice_cli.build_parser().parse_args(argv)
+        if not args.direct:
+            nice_cli.setup_logging(args)
+            return nice_cli.guarded(cmd_demo, args)
+    return nice_cli.main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

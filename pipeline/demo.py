@@ -54,7 +54,7 @@ def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | No
     from nice.data.sources import export_png_folder, load_builtin
     from nice.bundle import NiceModel
     from nice.evaluate.metrics import check_gates, savings_metrics
-    from nice.s3_local import LocalS3
+    from pipeline.s3_local import LocalS3
     from nice.tracking import GENERATOR_MODEL, Tracker, default_tracking_uri
     from pipeline.local import run_local
 

@@ -1,10 +1,20 @@
-"""Shared fixtures: real MNIST (from the offline-first loaders) and a small model trained on it."""
+"""Shared fixtures: real MNIST (from the offline-first loaders) and small models trained on it.
+
+`make test-fast` sets NICE_TEST_CACHE: the trained test models are then kept there, keyed by
+a hash of the library code they were trained with (every `nice` module imported below, i.e.
+the training code's whole import closure), this file and torch's version, so the inner loop
+retrains only after that code changes. `make test` trains them afresh.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import shutil
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -12,10 +22,46 @@ import torch
 from PIL import Image
 
 from nice.bundle import NiceModel
-from nice.config import NiceConfig
+from nice.config import NiceConfig, colour_default
+from nice.data.arrays import ArrayImageDataset
+from nice.data.mnistm import make_mnistm
 from nice.data.sources import load_builtin
 from nice.training.classifier import train_classifier
 from nice.training.mask_generator import train_mask_generator
+
+# Taken now, before any test module is imported: the library code training can run.
+TRAINING_CODE = sorted({m.__file__ for name, m in list(sys.modules.items())
+                        if (name == "nice" or name.startswith("nice.")) and getattr(m, "__file__", None)})
+
+
+def _code_key(*extra: str) -> str:
+    h = hashlib.sha256()
+    for path in TRAINING_CODE:
+        h.update(path.encode() + b"\0" + Path(path).read_bytes())
+    for text in (Path(__file__).read_text(), torch.__version__, *extra):
+        h.update(text.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def trained_model(name: str, build: Callable[[Path], None], tmp_path_factory) -> Path:
+    """A model directory built by `build`, from the NICE_TEST_CACHE when that holds one trained
+    by the same code; always a private copy, so that no test can change the cached one."""
+    path = tmp_path_factory.mktemp(name) / name
+    cache = os.environ.get("NICE_TEST_CACHE")
+    if not cache:
+        build(path)
+        return path
+    cached = Path(cache) / f"{name}-{_code_key(name)}"
+    if not (cached / "nice.json").is_file():
+        staging = cached.with_name(f".{cached.name}-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        build(staging)
+        try:
+            staging.rename(cached)
+        except OSError:  # another session cached it first
+            shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(cached, path)
+    return path
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,18 +80,20 @@ def mnist_small():
 @pytest.fixture(scope="session")
 def small_model(mnist_small, tmp_path_factory) -> Path:
     """A classifier + conv generator trained briefly on real MNIST, saved as a model directory."""
-    train, test, _, test_split = mnist_small
-    cfg = NiceConfig()
-    cfg.train_classifier.epochs = 2
-    cfg.train_generator.epochs = 2
-    cfg.train_generator.batch_size = 64  # enough steps for the gates to settle on 6,000 images
-    cfg.train_generator.rank_weight = 0.0  # plain NICE: tests compare the rank loss against it
-    clf = train_classifier(cfg, train, test, progress=False)
-    gen = train_mask_generator(cfg, clf.model, train, test, progress=False)
-    path = tmp_path_factory.mktemp("model") / "nice-model"
-    NiceModel(clf.model, gen.model, cfg, class_names=test_split.class_names).save(
-        path, {"classifier": clf.final, "generator": gen.final})
-    return path
+
+    def build(path: Path) -> None:
+        train, test, _, test_split = mnist_small
+        cfg = NiceConfig()
+        cfg.train_classifier.epochs = 2
+        cfg.train_generator.epochs = 2
+        cfg.train_generator.batch_size = 64  # enough steps for the gates to settle on 6,000 images
+        cfg.train_generator.rank_weight = 0.0  # plain NICE: tests compare the rank loss against it
+        clf = train_classifier(cfg, train, test, progress=False)
+        gen = train_mask_generator(cfg, clf.model, train, test, progress=False)
+        NiceModel(clf.model, gen.model, cfg, class_names=test_split.class_names).save(
+            path, {"classifier": clf.final, "generator": gen.final})
+
+    return trained_model("nice-model", build, tmp_path_factory)
 
 
 def png_bytes(arr: np.ndarray, **params) -> bytes:
@@ -57,7 +105,7 @@ def png_bytes(arr: np.ndarray, **params) -> bytes:
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3-compatible endpoint over HTTP: moto's server on 127.0.0.1 (no mocks in-process)."""
-    from nice.s3_local import LocalS3
+    from pipeline.s3_local import LocalS3
 
     with LocalS3(credentials={"AWS_ACCESS_KEY_ID": "testing-key", "AWS_SECRET_ACCESS_KEY": "testing-secret",
                               "AWS_DEFAULT_REGION": "us-east-1"}) as url:
@@ -77,22 +125,20 @@ def bucket(s3_endpoint, request):
 @pytest.fixture(scope="session")
 def colour_model(tmp_path_factory) -> Path:
     """A ResNet classifier + 8x8-block generator (mean-colour background) trained briefly on mnist-m at 64 px."""
-    from nice.config import colour_default
-    from nice.data.arrays import ArrayImageDataset
-    from nice.data.mnistm import make_mnistm
 
-    images, labels, names = make_mnistm("train", 64, limit=1500)
-    timgs, tlabels, _ = make_mnistm("test", 64, limit=300)
-    train, test = ArrayImageDataset(images, labels), ArrayImageDataset(timgs, tlabels)
-    cfg = colour_default()
-    cfg.classifier.width = 16
-    cfg.generator.pre_pool = 4
-    cfg.train_classifier.epochs = 2
-    cfg.train_classifier.batch_size = 64
-    cfg.train_generator.epochs = 1
-    cfg.train_generator.batch_size = 64
-    clf = train_classifier(cfg, train, test, progress=False)
-    gen = train_mask_generator(cfg, clf.model, train, test, progress=False)
-    path = tmp_path_factory.mktemp("colour") / "nice-colour"
-    NiceModel(clf.model, gen.model, cfg, class_names=names).save(path)
-    return path
+    def build(path: Path) -> None:
+        images, labels, names = make_mnistm("train", 64, limit=1500)
+        timgs, tlabels, _ = make_mnistm("test", 64, limit=300)
+        train, test = ArrayImageDataset(images, labels), ArrayImageDataset(timgs, tlabels)
+        cfg = colour_default()
+        cfg.classifier.width = 16
+        cfg.generator.pre_pool = 4
+        cfg.train_classifier.epochs = 2
+        cfg.train_classifier.batch_size = 64
+        cfg.train_generator.epochs = 1
+        cfg.train_generator.batch_size = 64
+        clf = train_classifier(cfg, train, test, progress=False)
+        gen = train_mask_generator(cfg, clf.model, train, test, progress=False)
+        NiceModel(clf.model, gen.model, cfg, class_names=names).save(path)
+
+    return trained_model("nice-colour", build, tmp_path_factory)

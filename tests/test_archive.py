@@ -69,6 +69,7 @@ def mnist_test_split():
     return load_split("mnist", "test")
 
 
+@pytest.mark.slow
 def test_archive_on_s3_exactly_once_guarded(bucket, small_model, mnist_test_split, tmp_path):
     upload_mnist(bucket, "src", mnist_test_split, 0, 1000)
     n = 1000 + upload_hostile(bucket, "src")
@@ -130,6 +131,7 @@ def test_rerun_is_idempotent_and_since_last_is_incremental(bucket, small_model, 
         {f"{int(mnist_test_split.labels[i])}/{i:05d}.png" for i in list(range(300, 350)) + list(range(10))})
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_is_exactly_once(bucket, small_model, mnist_test_split, s3_endpoint):
     upload_mnist(bucket, "src", mnist_test_split, 0, 600)
     cmd = [sys.executable, "-m", "nice", "compress", f"s3://{bucket}/src/", f"s3://{bucket}/dst/",
@@ -181,6 +183,7 @@ def test_local_folders_dry_run_and_exit_codes(tmp_path, small_model, mnist_test_
     assert main(["compress", str(src), str(src), "--model", str(small_model)]) == 2
 
 
+@pytest.mark.slow
 def test_mixed_archive_mnist_png_and_mnistm_jpeg(bucket, colour_model, mnist_test_split):
     """>= 1,000 objects: grey MNIST PNGs and colour mnist-m JPEGs through one colour model."""
     from nice.data.mnistm import make_mnistm
@@ -215,6 +218,7 @@ def test_mixed_archive_mnist_png_and_mnistm_jpeg(bucket, colour_model, mnist_tes
     assert all(r["mask_height"] == 8 and r["mask_width"] == 8 for r in jpeg_rows if r["status"] == "compressed")
 
 
+@pytest.mark.slow
 def test_crash_and_resume_on_local_folders(tmp_path, small_model, mnist_test_split, monkeypatch):
     """A run that dies mid-shard (here: an exception after 5 batches) resumes exactly once."""
     from nice.compress.engine import Compressor
@@ -243,6 +247,7 @@ def test_crash_and_resume_on_local_folders(tmp_path, small_model, mnist_test_spl
     assert summary.extra["processed"] == 300
 
 
+@pytest.mark.slow
 def test_staged_run_plan_shards_finish(bucket, small_model, mnist_test_split):
     """The cluster fan-out: plan once, shards in any order (each its own ArchiveRun, as in
     separate pods), a retried shard redoes nothing, finish merges exactly once."""
@@ -275,3 +280,60 @@ def json_of(store, key):
     import json
 
     return json.loads(store.get(key))
+
+
+def hollow_copy(model_dir, out):
+    """The model directory with every tensor removed from its checkpoints: the same config,
+    class names and files, but networks that cannot be built. Whatever runs on it provably
+    never loads them."""
+    import shutil
+
+    shutil.copytree(model_dir, out)
+    for name in ("classifier.pt", "mask_generator.pt"):
+        payload = torch.load(out / name, map_location="cpu", weights_only=True)
+        payload["state_dict"] = {}
+        torch.save(payload, out / name)
+    return out
+
+
+def test_plan_and_finish_never_load_the_networks(tmp_path, small_model, mnist_test_split):
+    """A fanned-out run as the recompress components do it (`nice.jobs.archive_run` in every
+    step): plan and finish work from a model whose networks cannot even be built."""
+    from nice.data.sources import export_png_folder
+    from nice.jobs import archive_run
+
+    src = export_png_folder(mnist_test_split, tmp_path / "src", limit=30)
+    dst = tmp_path / "dst"
+    hollow = hollow_copy(small_model, tmp_path / "hollow")
+    with pytest.raises(RuntimeError, match="Missing key"):
+        NiceModel.load(hollow)
+    common = {"run_id": "kfp-abc", "shard_size": 10, "progress": False}
+    plan = archive_run(str(src), str(dst), hollow, **common)
+    objects = plan.plan()
+    assert len(objects) == 30 and plan.shard_size == 10 and plan._compressor is None
+    with pytest.raises(RuntimeError, match="Missing key"):
+        archive_run(str(src), str(dst), hollow, **common).run_shard(0)  # a shard does build them
+    for i in range(3):
+        assert archive_run(str(src), str(dst), small_model, **common).run_shard(i) == 10
+    finish = archive_run(str(src), str(dst), hollow, **common)
+    summary = finish.finish()
+    assert finish._compressor is None
+    rows = pq.read_table(dst / "_nice" / "runs" / "kfp-abc" / "savings.parquet").to_pylist()
+    assert sorted(r["source_key"] for r in rows) == [o.key for o in objects]
+    assert summary.counts["compressed"] + summary.counts["kept_original"] == 30
+    assert json_of(open_store(dst), "_nice/last-success.json")["run_id"] == "kfp-abc"
+
+
+def test_archive_run_never_changes_the_callers_options(tmp_path, small_model, mnist_test_split):
+    from nice.bundle import ModelRef
+    from nice.data.sources import export_png_folder
+
+    src = export_png_folder(mnist_test_split, tmp_path / "src", limit=12)
+    opts = ArchiveOptions(shard_size=2, max_shards=3, progress=False, run_id="r1")
+    run = ArchiveRun(open_store(src), open_store(tmp_path / "dst"), ModelRef.open(small_model), opts=opts)
+    run.plan()
+    assert run.shard_size == 4, "grown to stay within max_shards"
+    again = ArchiveRun(open_store(src), open_store(tmp_path / "dst"), ModelRef.open(small_model), opts=opts)
+    again.planned_objects()
+    assert again.shard_size == 4, "later steps cut the planned shards"
+    assert opts == ArchiveOptions(shard_size=2, max_shards=3, progress=False, run_id="r1")

@@ -1,18 +1,42 @@
-import pyarrow.parquet as pq
+"""The command line: data, the library-only demo, config flags, and bad data/model
+combinations (one line on stderr, exit 2, never a traceback)."""
 
-from nice.cli import main
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from nice.cli import _add_config, job_config, main, overrides_from_args
+
+ROOT = Path(__file__).resolve().parents[1]
+NICE = Path(sys.executable).parent / "nice"  # the console script (pipeline.cli:main)
 
 
 def test_data_fetch_offline_finds_mnist(capsys):
+    from nice.data.idx import read_idx
+    from nice.data.mnist import SPLIT_FILES
+
     assert main(["data", "fetch", "--dataset", "mnist", "--offline"]) == 0
-    assert "mnist:" in capsys.readouterr().out
+    folder = Path(capsys.readouterr().out.strip().split("mnist: ", 1)[1])
+    # The printed folder is where the loaders read: the four IDX files, readable.
+    images, labels = SPLIT_FILES["test"]
+    assert read_idx(next(folder.glob(images + "*"))).shape == (10000, 28, 28)
+    assert read_idx(next(folder.glob(labels + "*"))).shape == (10000,)
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_small(tmp_path, capsys):
     """The demo's whole path (train both models, export PNGs, compress, summary) on a slice."""
-    rc = main(["demo", "--direct", "--workdir", str(tmp_path), "--limit", "40", "--limit-train", "3000",
-               "--epochs", "1", "--epochs-classifier", "1"])
-    assert rc == 0
+    argv = ["demo", "--direct", "--workdir", str(tmp_path), "--limit", "40", "--limit-train", "3000",
+            "--epochs", "1", "--epochs-classifier", "1"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     for line in ("classifier test accuracy", "mask density", "accuracy on the stored compressed files",
                  "source bytes", "output bytes", "status compressed", "status kept_original"):
@@ -20,23 +44,121 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     rows = pq.read_table(tmp_path / "savings.parquet").to_pylist()
     assert len(rows) == 40
     assert all(r["pred_output"] == r["pred_source"] for r in rows if r["status"] == "compressed")
-    # A second run reuses the trained models instead of training again.
-    assert main(["demo", "--direct", "--workdir", str(tmp_path), "--limit", "40", "--limit-train", "3000",
-                 "--epochs", "1", "--epochs-classifier", "1"]) == 0
+    # A second run reuses the trained models instead of training again: the files are not
+    # rewritten and it reports the same classifier.
+    models = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in
+              (tmp_path / "classifier.pt", tmp_path / "model" / "classifier.pt", tmp_path / "model" / "mask_generator.pt")}
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in models} == models
+    accuracy = next(ln for ln in out.splitlines() if ln.startswith("classifier test accuracy"))
+    assert accuracy in again.splitlines()
+
+
+def _codec_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    _add_config(p, codec=True)
+    return p
 
 
 def test_codec_flags_choose_the_path():
-    import argparse
-
-    from nice.cli import _add_config, _config
-
-    p = argparse.ArgumentParser()
-    _add_config(p, codec=True)
-    default = _config(p.parse_args([]))
+    p = _codec_parser()
+    default = job_config(p.parse_args([]))
     assert default.search.enabled and default.search.formats == ("webp",)
-    src = _config(p.parse_args(["--format", "source"]))
+    src = job_config(p.parse_args(["--format", "source"]))
     assert src.search.enabled and src.search.formats == ("source",) and src.codec.format == "source"
     for flags in (["--fixed"], ["--quality", "60"], ["--tau", "0.3"]):
-        assert not _config(p.parse_args(flags)).search.enabled, flags
-    fixed = _config(p.parse_args(["--format", "jpeg", "--quality", "40"]))
+        assert not job_config(p.parse_args(flags)).search.enabled, flags
+    fixed = job_config(p.parse_args(["--format", "jpeg", "--quality", "40"]))
     assert (fixed.codec.format, fixed.codec.quality, fixed.search.enabled) == ("jpeg", 40, False)
+
+
+def test_config_file_is_partial_and_flags_win(tmp_path):
+    from nice.config import colour_default
+
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps({"search": {"keep": [0.2, 1.0]}, "codec": {"quality": 70}}))
+    args = _codec_parser().parse_args(["--config", str(path), "--quality", "50"])
+    assert overrides_from_args(args) == {"search": {"keep": [0.2, 1.0], "enabled": False}, "codec": {"quality": 50}}
+    base = colour_default()
+    cfg = job_config(args, base)
+    assert cfg.search.keep == (0.2, 1.0) and cfg.codec.quality == 50 and not cfg.search.enabled
+    # Everything the file does not name is the base's (here the colour defaults), not the grey ones.
+    assert (cfg.gates, cfg.mixing, cfg.classifier) == (base.gates, base.mixing, base.classifier)
+    assert cfg.search.qualities == base.search.qualities and cfg.codec.format == base.codec.format
+
+
+@pytest.mark.parametrize("content, message", [("[1, 2]", "expected a JSON object"), ("{oops", "not JSON")])
+def test_bad_config_file_is_one_line_and_exit_2(content, message, tmp_path, capsys):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert main(["train-classifier", "--out", str(tmp_path / "c.pt"), "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and str(path) in err[0]
+
+
+def _labelled_folder(root: Path, size: int, colour: bool = False, n: int = 30) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        d = root / f"class{i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        shape = (size, size, 3) if colour else (size, size)
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(d / f"{i:03d}.png")
+    return root
+
+
+def test_train_classifier_on_images_of_the_wrong_size_is_one_line_and_exit_2(tmp_path):
+    """20x20 grey images under class folders, ingested, then trained with the grey default
+    (LeNet, 28x28): the `nice` command says what is wrong and what to do, no traceback."""
+    src = _labelled_folder(tmp_path / "src", 20)
+    ingest = subprocess.run([str(NICE), "ingest", f"folder:{src}", "--out", str(tmp_path / "ds")],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert ingest.returncode == 0, ingest.stderr[-2000:]
+    done = subprocess.run([str(NICE), "train-classifier", "--dataset", str(tmp_path / "ds"),
+                           "--out", str(tmp_path / "clf.pt")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "20x20" in lines[0] and "28x28" in lines[0] and "resize" in lines[0] and '"image_size": 0' in lines[0]
+    assert not (tmp_path / "clf.pt").exists()
+
+
+def test_the_suggested_fix_for_other_sizes_trains(tmp_path, capsys):
+    """The message's alternative (a size-independent ResNet) does train on the same 20x20 data."""
+    src = _labelled_folder(tmp_path / "src", 20)
+    assert main(["ingest", f"folder:{src}", "--out", str(tmp_path / "ds")]) == 0
+    fix = tmp_path / "fix.json"
+    fix.write_text(json.dumps({"classifier": {"arch": "resnet", "image_size": 0, "width": 8},
+                               "train_classifier": {"epochs": 1}}))
+    capsys.readouterr()
+    assert main(["train-classifier", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "clf.pt"),
+                 "--config", str(fix)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["checkpoint"] == str(tmp_path / "clf.pt") and (tmp_path / "clf.pt").is_file()
+    assert res["config"]["classifier"]["arch"] == "resnet" and res["class_names"] == ["class0", "class1", "class2"]
+
+
+@pytest.mark.parametrize("case", ["colour data, grey classifier", "wrong size", "wrong class count"])
+def test_train_mask_generator_on_data_the_classifier_cannot_take_is_exit_2(case, tmp_path, capsys):
+    from nice.checkpoint import save_checkpoint
+    from nice.config import NiceConfig
+    from nice.models import build_classifier
+
+    colour, size, classes = {"colour data, grey classifier": (True, 28, 3), "wrong size": (False, 20, 3),
+                             "wrong class count": (False, 28, 10)}[case]
+    src = _labelled_folder(tmp_path / "src", size, colour=colour)
+    assert main(["ingest", f"folder:{src}", "--out", str(tmp_path / "ds")]) == 0
+    cfg = NiceConfig()
+    cfg.classifier.num_classes = classes
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "clf.pt", "classifier", build_classifier(cfg.classifier), cfg)
+    capsys.readouterr()
+    assert main(["train-mask-generator", "--dataset", str(tmp_path / "ds"), "--classifier", str(tmp_path / "clf.pt"),
+                 "--out", str(tmp_path / "model"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: dataset "), err
+    want = {"colour data, grey classifier": "colour (3 channels)", "wrong size": "20x20",
+            "wrong class count": "3 classes"}[case]
+    assert want in err[0]
+    assert not (tmp_path / "model").exists()

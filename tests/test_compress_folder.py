@@ -2,6 +2,11 @@
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -79,8 +84,12 @@ def test_compress_folder_rows_guard_and_sources(archive, small_model, tmp_path):
         assert r["label"] is not None and r["model_uri"] and r["config_hash"]
     assert summary.counts["failed"] == 3 and summary.counts["skipped"] == 2
     assert summary.prediction_flips == 0
-    merged = json.loads((dst / "_nice" / summary.run_id / "summary.json").read_text())
-    assert merged["images"] == n_files
+    # One layout with `nice compress`: the run's state, table and summary under _nice/runs/<run_id>/.
+    run_dir = dst / "_nice" / "runs" / summary.run_id
+    assert summary.savings_path == str(run_dir / "savings.parquet")
+    assert json.loads((run_dir / "summary.json").read_text())["images"] == n_files
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "succeeded"
+    assert json.loads((dst / "_nice" / "latest-run.json").read_text())["run_id"] == summary.run_id
 
 
 def test_cli_compress_folder(archive, small_model, tmp_path, capsys):
@@ -96,12 +105,57 @@ def test_cli_compress_folder(archive, small_model, tmp_path, capsys):
 
 
 def test_destination_inside_source_is_not_reprocessed(archive, small_model):
+    """DST inside SRC: its outputs are not sources, and a rerun is idempotent like `compress`."""
     model = NiceModel.load(small_model)
+    n = len(_tree_hashes(archive))
     s1 = compress_folder(archive, archive / "out", model, progress=False)
     s2 = compress_folder(archive, archive / "out", model, progress=False)
-    assert s1.images == s2.images
+    assert s1.images == s2.images == n, "outputs under SRC/out are never listed as sources"
+    assert s2.run_id != s1.run_id
+    assert s2.extra["processed"] == s1.counts["failed"], "only failed objects are tried again"
+    rows = pq.read_table(s2.savings_path).to_pylist()
+    unchanged = [r for r in rows if (r["error"] or "").startswith(f"unchanged since run {s1.run_id}")]
+    assert len(unchanged) == sum(1 for r in pq.read_table(s1.savings_path).to_pylist() if r["status"] != "failed")
 
 
 def test_same_folder_refused(archive, small_model):
     with pytest.raises(ValueError, match="never modified"):
         compress_folder(archive, archive, NiceModel.load(small_model), progress=False)
+
+
+@pytest.mark.slow
+def test_killed_compress_folder_resumes_the_same_run_and_redoes_nothing_committed(small_model, mnist_small, tmp_path,
+                                                                                   capsys):
+    from pipeline.cli import main as nice_main
+
+    _, _, _, test_split = mnist_small
+    src = export_png_folder(test_split, tmp_path / "src", limit=240)
+    dst = tmp_path / "dst"
+    cmd = [sys.executable, "-m", "nice", "compress-folder", str(src), str(dst), "--model", str(small_model),
+           "--batch-size", "4", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(dst.glob("_nice/runs/*/parts/*.parquet")) and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run must be killed, not finished"
+    run_id = json.loads((dst / "_nice" / "latest-run.json").read_text())["run_id"]
+    run_dir = dst / "_nice" / "runs" / run_id
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running", "the kill lands mid-run"
+    committed = {r["source_key"]: r["processed_at"] for p in sorted((run_dir / "parts").glob("*.parquet"))
+                 for r in pq.read_table(p).to_pylist()}
+    assert 0 < len(committed) < 240
+
+    capsys.readouterr()
+    assert nice_main(["compress-folder", str(src), str(dst), "--model", str(small_model), "--batch-size", "16"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["run_id"] == run_id, "the rerun resumes the interrupted run"
+    rows = pq.read_table(run_dir / "savings.parquet").to_pylist()
+    keys = [r["source_key"] for r in rows]
+    assert len(keys) == 240 and len(set(keys)) == 240, "one row per source"
+    by_key = {r["source_key"]: r for r in rows}
+    assert all(by_key[k]["processed_at"] == t for k, t in committed.items()), "committed rows are not redone"
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "succeeded"
+    outputs = {str(p) for p in dst.rglob("*") if p.is_file() and "_nice" not in p.relative_to(dst).parts}
+    assert outputs == {r["output_uri"] for r in rows if r["output_uri"]}, "every output has its row"

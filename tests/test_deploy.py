@@ -213,7 +213,7 @@ def kfp_api():
 
 
 def test_submit_sends_the_compiled_spec(kfp_api, capsys):
-    from nice.cli import main
+    from pipeline.cli import main
 
     host, requests = kfp_api
     assert main(["pipeline", "submit", "train-and-compress", "--host", host, "--arg", "limit=100",
@@ -228,7 +228,7 @@ def test_submit_sends_the_compiled_spec(kfp_api, capsys):
 
 
 def test_schedule_sends_cron_concurrency_and_no_catchup(kfp_api, capsys):
-    from nice.cli import main
+    from pipeline.cli import main
 
     host, requests = kfp_api
     assert main(["pipeline", "schedule", "recompress", "--host", host, "--cron", "30 2 * * *",

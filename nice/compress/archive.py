@@ -16,24 +16,24 @@ the index is not processed again.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from nice.bundle import NiceModel
+from nice.bundle import ModelRef, NiceModel, networks
 from nice.compress.engine import Compressor, ItemResult, SourceItem
-from nice.compress.folder import RunSummary, summarise
 from nice.compress.outputs import store_output
 from nice.compress.savings import SCHEMA, to_table, write_parquet
 from nice.config import NiceConfig
@@ -55,7 +55,46 @@ class ArchiveOptions:
     device: str = "cpu"
     progress: bool = True
     label_from_dir: bool = True  # `class_name/file` keys give labels when the model knows the class
+    class_names: list[str] | None = None  # label folders by these names instead of the model's
     run_id: str | None = None
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    images: int
+    counts: dict[str, int]
+    source_bytes: int
+    output_bytes: int
+    bytes_ratio: float
+    mean_mask_density: float | None
+    accuracy_source: float | None
+    accuracy_output: float | None
+    prediction_flips: int
+    savings_path: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarise(rows: list[dict[str, Any]], run_id: str, savings_path: str) -> RunSummary:
+    counts = Counter(r["status"] for r in rows)
+    src = sum(r["source_bytes"] or 0 for r in rows)
+    out = sum(r["output_bytes"] or 0 for r in rows if r["output_bytes"] is not None)
+    src_stored = sum(r["source_bytes"] for r in rows if r["output_bytes"] is not None)
+    densities = [r["mask_density"] for r in rows if r["status"] == "compressed"]
+    labelled = [r for r in rows if r["label"] is not None and r["pred_source"] is not None]
+    acc_src = sum(r["pred_source"] == r["label"] for r in labelled) / len(labelled) if labelled else None
+    acc_out = sum(r["pred_output"] == r["label"] for r in labelled) / len(labelled) if labelled else None
+    flips = sum(1 for r in rows if r["status"] == "compressed" and r["pred_output"] != r["pred_source"])
+    return RunSummary(
+        run_id=run_id, images=len(rows), counts={s: counts.get(s, 0) for s in
+                                                  ("compressed", "kept_original", "skipped", "failed")},
+        source_bytes=src, output_bytes=out, bytes_ratio=(out / src_stored) if src_stored else 1.0,
+        mean_mask_density=sum(densities) / len(densities) if densities else None,
+        accuracy_source=acc_src, accuracy_output=acc_out, prediction_flips=flips,
+        savings_path=savings_path)
 
 
 @dataclass
@@ -98,9 +137,17 @@ def _get_json(store: Store, key: str) -> Any | None:
         return None
 
 
-def list_sources(src: Store) -> list[ObjectInfo]:
-    """Every object under SRC (paginated on S3), sorted by key, metadata folders excluded."""
-    return sorted((o for o in src.list() if not o.key.startswith(META + "/")), key=lambda o: o.key)
+def list_sources(src: Store, exclude: str | None = None) -> list[ObjectInfo]:
+    """Every object under SRC (paginated on S3), sorted by key, metadata folders and keys
+    under `exclude` (DST, when it lies inside SRC) left out."""
+    return sorted((o for o in src.list() if not o.key.startswith(META + "/")
+                   and not (exclude and o.key.startswith(exclude))), key=lambda o: o.key)
+
+
+def _inside(src: Store, dst: Store) -> str | None:
+    """DST's key prefix within SRC when DST lies inside it (its outputs are not sources)."""
+    root, inner = src.uri.rstrip("/") + "/", dst.uri.rstrip("/") + "/"
+    return inner[len(root):] if inner.startswith(root) else None
 
 
 def shard_size_for(n_objects: int, target: int, max_shards: int | None = None) -> int:
@@ -117,21 +164,43 @@ def make_shards(objects: list[ObjectInfo], shard_size: int) -> list[Shard]:
 
 
 class ArchiveRun:
-    """One run over SRC -> DST; `run()` does everything, `process_shard` is the fan-out unit."""
+    """One run over SRC -> DST; `run()` does everything, `process_shard` is the fan-out unit.
 
-    def __init__(self, src: Store, dst: Store, model: NiceModel, cfg: NiceConfig | None = None,
+    `model` may be a `ModelRef`: the networks are loaded (and tuned) only when a shard is
+    processed, so planning and finishing a fanned-out run never build them."""
+
+    def __init__(self, src: Store, dst: Store, model: NiceModel | ModelRef, cfg: NiceConfig | None = None,
                  opts: ArchiveOptions | None = None) -> None:
+        if src.uri.rstrip("/") == dst.uri.rstrip("/"):
+            raise ValueError("DST must differ from SRC: sources are never modified")
         self.src, self.dst, self.model = src, dst, model
         self.cfg = cfg or model.config
-        self.opts = opts or ArchiveOptions()
+        # The model fixes architecture, gates and mixing; a job may change codec, guard and
+        # search. Checked here too so that a plan fails before any shard runs.
+        if (self.cfg.gates, self.cfg.mixing, self.cfg.classifier) != (
+                model.config.gates, model.config.mixing, model.config.classifier):
+            raise ValueError("job config disagrees with the model on gates/mixing/classifier")
+        # A copy: the caller's options are never changed (the planned shard size lives here).
+        self.opts = dataclasses.replace(opts) if opts else ArchiveOptions()
+        self.shard_size = self.opts.shard_size
+        self.exclude = _inside(src, dst)
         self.config_hash = self.cfg.hash()
         self.run_id = self.opts.run_id or self._resumable_run() or (
             datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6])
         self.prefix = f"{META}/runs/{self.run_id}"
-        self.compressor = Compressor(model, self.cfg, run_id=self.run_id, device=self.opts.device,
-                                     batch_size=self.opts.batch_size)
+        self.class_names = self.opts.class_names or model.class_names
+        self._compressor: Compressor | None = None
         self.index = self._load_index()
         self.saved_bytes = 0  # running total for the progress bar
+
+    @property
+    def compressor(self) -> Compressor:
+        """Built on first use: loading and tuning the networks takes seconds and a plan or
+        finish step needs neither."""
+        if self._compressor is None:
+            self._compressor = Compressor(networks(self.model), self.cfg, run_id=self.run_id,
+                                          device=self.opts.device, batch_size=self.opts.batch_size)
+        return self._compressor
 
     # -- state ----------------------------------------------------------------------
     def _resumable_run(self) -> str | None:
@@ -176,7 +245,7 @@ class ArchiveRun:
         bar = tqdm(total=len(objects), desc="compress", unit="obj", disable=not self.opts.progress,
                    initial=sum(1 for o in objects if o.key in done))
         with ThreadPoolExecutor(self.opts.workers) as pool:
-            for shard in make_shards(objects, self.opts.shard_size):
+            for shard in make_shards(objects, self.shard_size):
                 self.process_shard(shard, done, pool, bar)
         bar.close()
         return self.finish(objects, done, t0)
@@ -185,14 +254,14 @@ class ArchiveRun:
     # plan once, run_shard(i) in parallel workers, finish once.
     def plan(self) -> list[ObjectInfo]:
         """List SRC, record the run as running and its object list; returns the objects."""
-        objects = list_sources(self.src)
-        self.opts.shard_size = shard_size_for(len(objects), self.opts.shard_size, self.opts.max_shards)
+        objects = list_sources(self.src, self.exclude)
+        self.shard_size = shard_size_for(len(objects), self.opts.shard_size, self.opts.max_shards)
         manifest = _get_json(self.dst, f"{self.prefix}/manifest.json") or {
             "run_id": self.run_id, "source": self.src.uri, "destination": self.dst.uri,
             "config_hash": self.config_hash, "model_uri": self.model.uri,
             "started_at": datetime.now(timezone.utc).isoformat()}
-        manifest.update(status="running", objects_listed=len(objects), shard_size=self.opts.shard_size,
-                        shards=len(make_shards(objects, self.opts.shard_size)))
+        manifest.update(status="running", objects_listed=len(objects), shard_size=self.shard_size,
+                        shards=len(make_shards(objects, self.shard_size)))
         _put_json(self.dst, f"{self.prefix}/manifest.json", manifest)
         _put_table(self.dst, f"{self.prefix}/objects.parquet", [], _objects_table(objects))
         _put_json(self.dst, f"{META}/latest-run.json", {"run_id": self.run_id})
@@ -204,12 +273,12 @@ class ArchiveRun:
             raise FileNotFoundError(f"run {self.run_id} has no plan at {self.dst.uri_for(self.prefix)}")
         # Shards are cut as planned, whatever shard size a later step was given.
         manifest = _get_json(self.dst, f"{self.prefix}/manifest.json") or {}
-        self.opts.shard_size = int(manifest.get("shard_size") or self.opts.shard_size)
+        self.shard_size = int(manifest.get("shard_size") or self.opts.shard_size)
         return [ObjectInfo(r["key"], r["size"], r["etag"]) for r in table.to_pylist()]
 
     def run_shard(self, index: int) -> int:
         """Process one shard of a planned run (resumable like the whole run); returns its size."""
-        shards = make_shards(self.planned_objects(), self.opts.shard_size)
+        shards = make_shards(self.planned_objects(), self.shard_size)
         if not 0 <= index < len(shards):
             raise IndexError(f"run {self.run_id} has {len(shards)} shards, not {index + 1}")
         shard = shards[index]
@@ -295,7 +364,7 @@ class ArchiveRun:
         rows: list[dict[str, Any]] = []
         items: list[SourceItem] = []
         for obj, data in fetched:
-            label = label_of(obj.key, self.model.class_names) if self.opts.label_from_dir else None
+            label = label_of(obj.key, self.class_names) if self.opts.label_from_dir else None
             item = SourceItem(uri=self.src.uri_for(obj.key), key=obj.key, etag=obj.etag, label=label,
                               data=b"" if isinstance(data, Exception) else data)
             if isinstance(data, Exception):
