@@ -113,22 +113,22 @@ def test_archive_on_s3_exactly_once_guarded(bucket, small_model, mnist_test_spli
 
 
 def test_rerun_is_idempotent_and_since_last_is_incremental(bucket, small_model, mnist_test_split):
-    upload_mnist(bucket, "src", mnist_test_split, 0, 300)
+    upload_mnist(bucket, "src", mnist_test_split, 0, 80)
     model = NiceModel.load(small_model)
     src, dst = open_store(f"s3://{bucket}/src/"), open_store(f"s3://{bucket}/dst/")
-    opts = ArchiveOptions(progress=False)
+    opts = ArchiveOptions(progress=False, shard_size=30)
     first = ArchiveRun(src, dst, model, opts=opts).run()
-    assert first.extra["processed"] == 300
+    assert first.extra["processed"] == 80
     second = ArchiveRun(src, dst, model, opts=opts).run()
     assert second.run_id != first.run_id
-    assert second.counts["skipped"] == 300 and second.extra["processed"] == 0
-    upload_mnist(bucket, "src", mnist_test_split, 300, 50)  # 50 new
-    upload_mnist(bucket, "src", mnist_test_split, 0, 10, offset=5000)  # 10 changed
+    assert second.counts["skipped"] == 80 and second.extra["processed"] == 0
+    upload_mnist(bucket, "src", mnist_test_split, 80, 12)  # 12 new
+    upload_mnist(bucket, "src", mnist_test_split, 0, 5, offset=5000)  # 5 changed
     third = ArchiveRun(src, dst, model, opts=ArchiveOptions(progress=False, since_last=True)).run()
     rows = read_merged(bucket, third.run_id)
-    assert len(rows) == 60 and third.extra["processed"] == 60
+    assert len(rows) == 17 and third.extra["processed"] == 17
     assert {r["source_key"] for r in rows} == (
-        {f"{int(mnist_test_split.labels[i])}/{i:05d}.png" for i in list(range(300, 350)) + list(range(10))})
+        {f"{int(mnist_test_split.labels[i])}/{i:05d}.png" for i in list(range(80, 92)) + list(range(5))})
 
 
 @pytest.mark.slow
@@ -302,7 +302,7 @@ def test_plan_and_finish_never_load_the_networks(tmp_path, small_model, mnist_te
     from nice.data.sources import export_png_folder
     from nice.jobs import archive_run
 
-    src = export_png_folder(mnist_test_split, tmp_path / "src", limit=30)
+    src = export_png_folder(mnist_test_split, tmp_path / "src", limit=20)
     dst = tmp_path / "dst"
     hollow = hollow_copy(small_model, tmp_path / "hollow")
     with pytest.raises(RuntimeError, match="Missing key"):
@@ -310,17 +310,17 @@ def test_plan_and_finish_never_load_the_networks(tmp_path, small_model, mnist_te
     common = {"run_id": "kfp-abc", "shard_size": 10, "progress": False}
     plan = archive_run(str(src), str(dst), hollow, **common)
     objects = plan.plan()
-    assert len(objects) == 30 and plan.shard_size == 10 and plan._compressor is None
+    assert len(objects) == 20 and plan.shard_size == 10 and plan._compressor is None
     with pytest.raises(RuntimeError, match="Missing key"):
         archive_run(str(src), str(dst), hollow, **common).run_shard(0)  # a shard does build them
-    for i in range(3):
+    for i in range(2):
         assert archive_run(str(src), str(dst), small_model, **common).run_shard(i) == 10
     finish = archive_run(str(src), str(dst), hollow, **common)
     summary = finish.finish()
     assert finish._compressor is None
     rows = pq.read_table(dst / "_nice" / "runs" / "kfp-abc" / "savings.parquet").to_pylist()
     assert sorted(r["source_key"] for r in rows) == [o.key for o in objects]
-    assert summary.counts["compressed"] + summary.counts["kept_original"] == 30
+    assert summary.counts["compressed"] + summary.counts["kept_original"] == 20
     assert json_of(open_store(dst), "_nice/last-success.json")["run_id"] == "kfp-abc"
 
 

@@ -179,6 +179,7 @@ def test_hostile_s3_to_s3(bucket, small_model, tmp_path):
     assert by_key["keys/unicode/caf\u00e9.png"]["output_uri"] != by_key["keys/unicode/cafe\u0301.png"]["output_uri"]
 
 
+@pytest.mark.slow  # local DST confinement is also checked by the local-folder run below
 def test_hostile_s3_to_local_folder(bucket, small_model, tmp_path):
     sources = upload(bucket, "src/")
     dst = tmp_path / "dst"
@@ -200,7 +201,8 @@ def test_hostile_s3_to_local_folder(bucket, small_model, tmp_path):
 LOCAL_CASES = [c for c in CASES if c["local_src"]]
 
 
-@pytest.mark.parametrize("runner", ["compress", "compress-folder"])
+# compress-folder is the same archive run as compress between folders: slow only.
+@pytest.mark.parametrize("runner", ["compress", pytest.param("compress-folder", marks=pytest.mark.slow)])
 def test_hostile_local_folder(runner, small_model, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     for c in LOCAL_CASES:

@@ -101,14 +101,14 @@ def test_streaming_dataset_trains_like_any_source(tmp_path):
     from nice.config import colour_default
     from nice.training.classifier import train_classifier
 
-    assert main(["ingest", "mnist-m", "--size", "32", "--limit", "300", "--out", str(tmp_path / "mm")]) == 0
+    assert main(["ingest", "mnist-m", "--size", "32", "--limit", "120", "--out", str(tmp_path / "mm")]) == 0
     art = DatasetArtifact.open(tmp_path / "mm")
     train = art.dataset("train", shuffle=True, seed=1)
     first = [int(y) for _, y in train]
     second = [int(y) for _, y in train]
     assert sorted(first) == sorted(second) and first != second, "reshuffled every epoch"
     counts = art.manifest["counts"]
-    assert len(first) == counts["train"] and counts["train"] + counts["val"] == 300 and counts["test"] == 300
+    assert len(first) == counts["train"] and counts["train"] + counts["val"] == 120 and counts["test"] == 120
     cfg = colour_default()
     cfg.classifier.width = 8
     cfg.train_classifier.epochs = 1
@@ -123,6 +123,7 @@ def test_streaming_dataset_trains_like_any_source(tmp_path):
     assert res.final["test_accuracy"] == pytest.approx((preds == labels).float().mean().item())
 
 
+@pytest.mark.slow
 def test_cli_trains_both_models_on_an_artifact(tmp_path, capsys):
     assert main(["ingest", "mnist-m", "--size", "32", "--limit", "200", "--out", str(tmp_path / "mm")]) == 0
     capsys.readouterr()

@@ -32,9 +32,11 @@ def test_unsafe_keys_refused(store, key):
 
 
 def test_s3_listing_paginates_and_keeps_prefix(bucket):
+    from concurrent.futures import ThreadPoolExecutor
+
     client = boto3.client("s3")
-    for i in range(1105):
-        client.put_object(Bucket=bucket, Key=f"p/{i:05d}.bin", Body=b"x")
+    with ThreadPoolExecutor(16) as pool:  # more than one LIST page (1,000 keys), uploaded concurrently
+        list(pool.map(lambda i: client.put_object(Bucket=bucket, Key=f"p/{i:05d}.bin", Body=b"x"), range(1105)))
     client.put_object(Bucket=bucket, Key="other/zzz.bin", Body=b"x")
     store = S3Store(bucket, "p")
     keys = [o.key for o in store.list()]
