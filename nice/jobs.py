@@ -120,6 +120,10 @@ def check_dataset_fits(cfg: NiceConfig, dataset: str, channels: int, sizes: set[
             f"but {what} ({c.arch}) takes {c.image_size}x{c.image_size} only: resize the images to "
             f"{c.image_size}x{c.image_size} before `nice ingest`, or use a size-independent classifier with "
             '--config overrides {"classifier": {"arch": "resnet", "image_size": 0}}')
+    if len(sizes) > 1:
+        (w1, h1), (w2, h2) = sorted(sizes)[:2]
+        raise ValueError(f"dataset {dataset} has images of {len(sizes)} sizes ({w1}x{h1}, {w2}x{h2}, ...) but "
+                         "training batches need one: resize the images to one size before `nice ingest`")
 
 
 def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, Any] | None = None,

@@ -173,6 +173,9 @@ def test_local_folders_dry_run_and_exit_codes(tmp_path, small_model, mnist_test_
     assert main(["compress", str(src), "--model", str(small_model), "--dry-run", "--sample", "20"]) == 0
     est = json.loads(capsys.readouterr().out)
     assert est["objects"] == 40 and est["sampled"] == 20 and 0 < est["sample_ratio"] <= 1
+    # The estimate scales the sample's ratio to the whole listing's real size.
+    total = sum(p.stat().st_size for p in src.rglob("*.png"))
+    assert est["total_bytes"] == total and est["estimated_output_bytes"] == int(total * est["sample_ratio"])
     assert not (tmp_path / "dst").exists()
     assert main(["compress", str(src), str(tmp_path / "dst"), "--model", str(small_model)]) == 0
     summary = json.loads(capsys.readouterr().out)

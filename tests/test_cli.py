@@ -137,6 +137,21 @@ def test_the_suggested_fix_for_other_sizes_trains(tmp_path, capsys):
     assert res["config"]["classifier"]["arch"] == "resnet" and res["class_names"] == ["class0", "class1", "class2"]
 
 
+def test_train_classifier_on_images_of_several_sizes_is_exit_2(tmp_path, capsys):
+    """Even a size-independent classifier trains on batches of one size."""
+    _labelled_folder(tmp_path / "src", 20, n=12)
+    for i in range(3):  # three 24x24 images among the 20x20 ones
+        Image.fromarray(np.full((24, 24), 40 * i, np.uint8)).save(tmp_path / "src" / "class1" / f"big{i}.png")
+    assert main(["ingest", f"folder:{tmp_path / 'src'}", "--out", str(tmp_path / "ds")]) == 0
+    fix = tmp_path / "resnet.json"
+    fix.write_text(json.dumps({"classifier": {"arch": "resnet", "image_size": 0, "width": 8}}))
+    capsys.readouterr()
+    assert main(["train-classifier", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "clf.pt"),
+                 "--config", str(fix)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 sizes (20x20, 24x24" in err[0] and "one size" in err[0]
+
+
 @pytest.mark.parametrize("case", ["colour data, grey classifier", "wrong size", "wrong class count"])
 def test_train_mask_generator_on_data_the_classifier_cannot_take_is_exit_2(case, tmp_path, capsys):
     from nice.checkpoint import save_checkpoint
