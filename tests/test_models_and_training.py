@@ -105,6 +105,7 @@ def test_fused_classifier_matches_original():
         assert torch.allclose(model(x), fused(x), atol=1e-4)
 
 
+@pytest.mark.slow  # trains a generator / fine-tunes the classifier
 def test_rank_loss_fine_tuning_keeps_more_predictions_at_few_blocks(small_model, mnist_small):
     """The rank loss trains the ranking the search uses: after a short fine-tune, keeping only
     the generator's top 5% of pixels (mixed as the product mixes) preserves the classifier's
@@ -182,6 +183,7 @@ def test_stored_images_use_the_stored_background_not_the_training_one(small_mode
     assert (means[dropped] > 0).all()  # and not the zero background the generator trained on
 
 
+@pytest.mark.slow  # trains a generator / fine-tunes the classifier
 def test_finetuning_on_stored_images_makes_them_classifiable(small_model, mnist_small):
     """A short fine-tune raises validation accuracy on stored images and keeps the originals
     within the configured drop; the input classifier is left untouched."""

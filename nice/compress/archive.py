@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from nice.bundle import ModelRef, NiceModel, networks
-from nice.compress.engine import Compressor, ItemResult, SourceItem
+from nice.compress.engine import Compressor, ItemResult, SourceItem, check_job_config
 from nice.compress.outputs import store_output
 from nice.compress.savings import SCHEMA, to_table, write_parquet
 from nice.config import NiceConfig
@@ -175,11 +175,7 @@ class ArchiveRun:
             raise ValueError("DST must differ from SRC: sources are never modified")
         self.src, self.dst, self.model = src, dst, model
         self.cfg = cfg or model.config
-        # The model fixes architecture, gates and mixing; a job may change codec, guard and
-        # search. Checked here too so that a plan fails before any shard runs.
-        if (self.cfg.gates, self.cfg.mixing, self.cfg.classifier) != (
-                model.config.gates, model.config.mixing, model.config.classifier):
-            raise ValueError("job config disagrees with the model on gates/mixing/classifier")
+        check_job_config(self.cfg, model.config)  # here too, so that a plan fails before any shard runs
         # A copy: the caller's options are never changed (the planned shard size lives here).
         self.opts = dataclasses.replace(opts) if opts else ArchiveOptions()
         self.shard_size = self.opts.shard_size

@@ -60,6 +60,12 @@ class _Work:
     tried: int = 0
 
 
+def check_job_config(job: NiceConfig, model: NiceConfig) -> None:
+    """The model fixes architecture, gates and mixing; a job may change codec, guard and search."""
+    if (job.gates, job.mixing, job.classifier) != (model.gates, model.mixing, model.classifier):
+        raise ValueError("job config disagrees with the model on gates/mixing/classifier")
+
+
 def md5_hex(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
@@ -70,10 +76,7 @@ class Compressor:
     def __init__(self, model: NiceModel, cfg: NiceConfig | None = None, run_id: str = "",
                  device: str | torch.device = "cpu", batch_size: int = 64) -> None:
         self.cfg = cfg or model.config
-        # The model fixes architecture, gates and mixing; the job may change codec and guard.
-        if (self.cfg.gates, self.cfg.mixing, self.cfg.classifier) != (
-                model.config.gates, model.config.mixing, model.config.classifier):
-            raise ValueError("job config disagrees with the model on gates/mixing/classifier")
+        check_job_config(self.cfg, model.config)
         self.device = torch.device(device)
         # On CPU each network runs in whichever of eager/frozen x NCHW/channels-last was
         # fastest on a batch of the model's input size (the choice differs per architecture).
