@@ -218,11 +218,9 @@ def archive_run(source: str | Path, destination: str | Path, model: "str | Path 
     build them), `overrides` merged onto the model's config; `options` are ArchiveOptions."""
     from nice.bundle import ModelRef, NiceModel, resolve_model_ref
     from nice.compress.archive import ArchiveOptions, ArchiveRun
-    from nice.storage import LocalStore, open_store
+    from nice.storage import open_store
 
     src, dst = open_store(source, endpoint_url), open_store(destination, endpoint_url)
-    if isinstance(src, LocalStore) and not src.root.is_dir():
-        raise NotADirectoryError(f"source folder {source} does not exist")
     ref = model if isinstance(model, (NiceModel, ModelRef)) else resolve_model_ref(model)
     if model_uri:
         ref.uri = model_uri  # rows record the registry URI, not a temporary download path

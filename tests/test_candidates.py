@@ -76,7 +76,7 @@ def test_codec_baselines_and_the_product_search_store_identical_bytes(rung):
     sizes, back = reencode(ra.pixels, ra.mode, rung, ra.effort)  # what RateAccuracy.quality_sweep encodes
     cfg = model.config.with_overrides({"search": {"formats": [rung.fmt], "qualities": [rung.quality]}})
     search = Search.product(cfg, Classify(model.classifier), make_mixer(cfg.mixing, cfg.gates.block))
-    outcomes = search.run(ra.x, Masks.top_k(torch.zeros(len(ra.x), 1, 1), (1.0,)), [0] * len(ra.x),
+    outcomes = search.run(ra.x, Masks.whole_image(len(ra.x)), [0] * len(ra.x),
                           [10 ** 9] * len(ra.x), ["JPEG"] * len(ra.x), "RGB")
     for o, src, size, pixels in zip(outcomes, ra.pixels, sizes, back):
         assert o.choice is not None and o.choice.rung == rung

@@ -37,7 +37,7 @@ from nice.compress.engine import Compressor, ItemResult, SourceItem, check_job_c
 from nice.compress.outputs import store_output
 from nice.compress.savings import SCHEMA, to_table, write_parquet
 from nice.config import NiceConfig
-from nice.storage import ObjectInfo, Store, label_of
+from nice.storage import LocalStore, ObjectInfo, Store, label_of
 
 log = logging.getLogger(__name__)
 META = "_nice"
@@ -173,6 +173,8 @@ class ArchiveRun:
                  opts: ArchiveOptions | None = None) -> None:
         if src.uri.rstrip("/") == dst.uri.rstrip("/"):
             raise ValueError("DST must differ from SRC: sources are never modified")
+        if isinstance(src, LocalStore) and not src.root.is_dir():
+            raise NotADirectoryError(f"source folder {src.root} does not exist")
         self.src, self.dst, self.model = src, dst, model
         self.cfg = cfg or model.config
         check_job_config(self.cfg, model.config)  # here too, so that a plan fails before any shard runs

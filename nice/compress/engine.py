@@ -25,7 +25,7 @@ from nice.classify import Classify
 from nice.compress.savings import empty_row
 from nice.compress.search import Masks, Search
 from nice.config import NiceConfig
-from nice.gates import HardConcrete, rank_window
+from nice.gates import HardConcrete
 from nice.imageio import DecodedImage, ImageRejected, decode_image, to_float_batch
 from nice.mixing import make_mixer
 from nice.models.fuse import tuned_for_cpu
@@ -96,7 +96,6 @@ class Compressor:
         self.config_hash = self.cfg.hash()
         g = self.cfg.guard
         self.taus = [g.tau] + [t for t in g.tau_steps if t < g.tau]
-        self.window = rank_window(self.cfg.search.rank_smooth_px, self.cfg.gates.block)
         make = Search.product if self.cfg.search.enabled else Search.fixed
         self.search = make(self.cfg, self.classify, self.mixer)
 
@@ -127,7 +126,7 @@ class Compressor:
         """The mask source of this job: the generator's ranking at the search's keep levels,
         or on the fixed path its gates at tau and the guard's lower taus."""
         if self.cfg.search.enabled:
-            return Masks.top_k(log_alpha[:, 0], self.cfg.search.keep, self.window)
+            return Masks.ranking(log_alpha[:, 0], self.cfg)
         return Masks.thresholds(log_alpha, self.gates, self.taus, self.cfg.guard.dilate)
 
     # -- steps ------------------------------------------------------------------------

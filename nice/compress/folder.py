@@ -23,8 +23,6 @@ def compress_folder(src: str | Path, dst: str | Path, model: NiceModel | ModelRe
                     run_id: str | None = None) -> RunSummary:
     """Compress every file under `src` into `dst`; `class_names` label `class/file` keys
     (default: the model's); `savings` also writes the merged table there."""
-    if not Path(src).is_dir():
-        raise NotADirectoryError(f"source folder {src} does not exist")
     opts = ArchiveOptions(batch_size=batch_size, device=device, progress=progress, run_id=run_id,
                           class_names=class_names, savings=str(savings) if savings else None)
     return ArchiveRun(LocalStore(src), LocalStore(dst), model, cfg, opts).run()

@@ -32,7 +32,7 @@ from PIL import Image
 from nice.codec import Effort, Rung, decode, encode, final_effort, fixed_effort, fixed_rung, ladders, \
     output_format, probe_effort, search_formats
 from nice.config import NiceConfig
-from nice.gates import HardConcrete, rank_scores, topk_mask
+from nice.gates import HardConcrete, rank_scores, rank_window, topk_mask
 from nice.imageio import to_uint8_batch
 
 # Classifies a uint8 batch (N,H,W[,C]) -> (top-1 class, its probability).
@@ -60,6 +60,18 @@ class Masks:
         ranked = rank_scores(scores.float(), window)
         return cls("keep", tuple(float(k) for k in keep),
                    lambda k: topk_mask(ranked, k) if k < 1.0 else torch.ones_like(ranked[:, None]))
+
+    @classmethod
+    def ranking(cls, scores: torch.Tensor, cfg: NiceConfig, keep: Sequence[float] | None = None) -> "Masks":
+        """`top_k` as the product ranks: the keep levels `search.keep` (or `keep`), scores
+        smoothed over ~`search.rank_smooth_px` pixels of the model's gate grid."""
+        return cls.top_k(scores, cfg.search.keep if keep is None else keep,
+                         rank_window(cfg.search.rank_smooth_px, cfg.gates.block))
+
+    @classmethod
+    def whole_image(cls, n: int) -> "Masks":
+        """The unmixed image alone (a whole-image codec oracle)."""
+        return cls("keep", (1.0,), lambda _: torch.ones(n, 1, 1, 1))
 
     @classmethod
     def thresholds(cls, log_alpha: torch.Tensor, gates: HardConcrete, taus: Sequence[float],
@@ -140,10 +152,12 @@ class Search:
         for level in masks.levels:
             if not active:
                 break
-            idx = torch.tensor(active)
-            z = masks.make(level)[idx]
+            z, xs = masks.make(level), x
+            if len(active) < n:  # the fixed path's later levels: only the images still open
+                idx = torch.tensor(active)
+                z, xs = z[idx], x[idx]
             plain = masks.whole and level >= 1.0
-            pixels = to_uint8_batch(x[idx] if plain else self.mix(x[idx], z))
+            pixels = to_uint8_batch(xs if plain else self.mix(xs, z))
             todo: list[list[Any]] = []  # [image, z, level, pixels, rungs, lo, hi]
             for j, i in enumerate(active):
                 arr = pixels[j]

@@ -25,7 +25,7 @@ from nice.codec import Rung, final_effort, fixed_effort, fixed_rung, output_form
 from nice.compress.search import Masks, Search
 from nice.evaluate.attributions import LEARNED, attribute, topk_mask
 from nice.evaluate.baselines import downsampled, reencode
-from nice.gates import HardConcrete, rank_window, upsample_gates
+from nice.gates import HardConcrete, upsample_gates
 from nice.imageio import decode_image, image_pixels, to_float_batch, to_uint8_batch
 from nice.mixing import background, make_mixer
 
@@ -133,7 +133,6 @@ class RateAccuracy:
         self.mixer = make_mixer(self.cfg.mixing, self.cfg.gates.block)
         self.gates = HardConcrete(self.cfg.gates)
         self.codec = self.cfg.codec
-        self.window = rank_window(self.cfg.search.rank_smooth_px, self.cfg.gates.block)
         self.effort = final_effort(self.cfg.codec, self.cfg.search)  # what the search stores
         # The fixed path's one setting per image (its source's container, `codec.format`).
         self.fixed_rungs = [fixed_rung(self.codec, output_format(self.codec, f)) for f in self.formats]
@@ -194,10 +193,8 @@ class RateAccuracy:
         codec ladders on the whole image only."""
         search = Search.product(self.cfg, self.clf, self.mixer)
         if scores is None:
-            whole = torch.zeros(len(self.x), 1, 1)
-            return self.searched(method, setting, search, lambda sl: Masks.top_k(whole[sl], (1.0,)))
-        return self.searched(method, setting, search,
-                             lambda sl: Masks.top_k(scores[sl], self.cfg.search.keep, self.window))
+            return self.searched(method, setting, search, lambda sl: Masks.whole_image(len(self.x[sl])))
+        return self.searched(method, setting, search, lambda sl: Masks.ranking(scores[sl], self.cfg))
 
     # -- codec baselines --------------------------------------------------------------------
     def quality_sweep(self, fmt: str, qualities: Sequence[int]) -> list[RatePoint]:
@@ -209,9 +206,9 @@ class RateAccuracy:
 
     def oracle(self, fmt: str = "JPEG") -> RatePoint:
         """Per image, the lowest quality whose decode keeps the source prediction."""
-        whole = torch.zeros(len(self.x), 1, 1)
         return self.lowest_quality(fmt, "oracle" if fmt == "JPEG" else f"oracle-{fmt.lower()}",
-                                   f"lowest {fmt} q keeping the prediction", lambda sl: Masks.top_k(whole[sl], (1.0,)))
+                                   f"lowest {fmt} q keeping the prediction",
+                                   lambda sl: Masks.whole_image(len(self.x[sl])))
 
     def lowest_quality(self, fmt: str, method: str, setting: str, masks: Callable[[slice], Masks],
                        density: float | None = None, lo: int = 1, hi: int = 95) -> RatePoint:

@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 
@@ -36,10 +35,9 @@ def read_image_bytes(uri: str) -> bytes:
 
 def explain_image(model: Any, uri: str, out_dir: str | Path) -> Explanation:
     """Mask over the image with the predicted class, and the mixed-resolution version beside it."""
-    import matplotlib
+    from nice.evaluate.plots import tinted  # first: it sets the Agg backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: E402
 
     from nice.codec import decode
     from nice.compress.engine import Compressor, SourceItem, unpack_mask
@@ -64,13 +62,10 @@ def explain_image(model: Any, uri: str, out_dir: str | Path) -> Explanation:
         stored = pixels
     keep = upsample_gates(grid, model.config.gates.block, pixels.shape[:2])[0, 0].numpy().astype(bool)
     density = float(keep.mean())
-    rgb = np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels
-    shown = rgb.astype(np.float32) / 255.0
-    shown[~keep] = 0.35 * shown[~keep] + 0.65 * np.array([0.1, 0.2, 0.6], dtype=np.float32)
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
     axes[0].imshow(pixels, cmap="gray" if pixels.ndim == 2 else None)
     axes[0].set_title(f"{names[row['pred_source']]} ({row['prob_source'] * 100:.1f}%)", fontsize=9)
-    axes[1].imshow(shown)
+    axes[1].imshow(tinted(pixels, keep))
     axes[1].set_title(f"NICE mask: {density * 100:.1f}% kept", fontsize=9)
     axes[2].imshow(stored, cmap="gray" if stored.ndim == 2 else None)
     stored_bytes = row["output_bytes"] or row["source_bytes"]

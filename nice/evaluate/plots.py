@@ -15,6 +15,15 @@ import torch  # noqa: E402
 from nice.evaluate.baselines import CurvePoint  # noqa: E402
 
 
+def tinted(img: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """uint8 pixels (H,W[,3]) as float RGB with the pixels outside `keep` (H,W bool) dimmed
+    and tinted blue: how every figure shows a mask."""
+    rgb = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+    shown = rgb.astype(np.float32) / 255.0
+    shown[~keep] = 0.35 * shown[~keep] + 0.65 * np.array([0.1, 0.2, 0.6], dtype=np.float32)
+    return shown
+
+
 def mask_overlay_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], block: int,
                       path: str | Path, titles: Sequence[str] | None = None, cols: int = 8) -> Path:
     """Each image with its kept blocks shown and the dropped ones dimmed and tinted."""
@@ -24,13 +33,9 @@ def mask_overlay_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
     for ax in axes.ravel():
         ax.axis("off")
     for i, (img, grid) in enumerate(zip(images, masks)):
-        rgb = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
-        keep = np.kron(grid, np.ones((block, block), dtype=np.uint8))[: rgb.shape[0], : rgb.shape[1]].astype(bool)
-        shown = rgb.astype(np.float32) / 255.0
-        tint = np.array([0.1, 0.2, 0.6], dtype=np.float32)
-        shown[~keep] = 0.35 * shown[~keep] + 0.65 * tint
+        keep = np.kron(grid, np.ones((block, block), dtype=np.uint8))[: img.shape[0], : img.shape[1]].astype(bool)
         ax = axes.ravel()[i]
-        ax.imshow(shown, interpolation="nearest")
+        ax.imshow(tinted(img, keep), interpolation="nearest")
         ax.set_title(titles[i] if titles else f"{keep.mean() * 100:.0f}% kept", fontsize=7)
     fig.suptitle("NICE masks (kept pixels in colour, dropped ones tinted)", fontsize=9)
     fig.tight_layout()

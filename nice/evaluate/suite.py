@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 from PIL import Image
 
 from nice.evaluate.benchmark import GOAL_RATIO, MAX_DROP_POINTS, Benchmark, Examples, run_benchmark
@@ -52,10 +51,9 @@ def load_test_set(spec: str, limit: int | None = None) -> tuple[list[bytes], lis
 def explanation_figure(ex: Examples, class_names: Sequence[str], path: str | Path) -> Path:
     """One example per class: the image, each method's top blocks at NICE's density, and the
     mixed-resolution image NICE's mask gives (computed by the benchmark, drawn here)."""
-    import matplotlib
+    from nice.evaluate.plots import tinted  # first: it sets the Agg backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: E402
 
     methods = list(ex.masks)
     cols = 2 + len(methods)
@@ -67,10 +65,7 @@ def explanation_figure(ex: Examples, class_names: Sequence[str], path: str | Pat
         axes[r, 0].imshow(img, cmap="gray" if grey else None)
         axes[r, 0].set_title(f"{class_names[ex.labels[r]]} (pred {class_names[ex.preds[r]]})", fontsize=6)
         for c, m in enumerate(methods, start=1):
-            keep = ex.masks[m][r]
-            shown = (np.repeat(img[..., None], 3, axis=2) if grey else img).astype(np.float32) / 255.0
-            shown[~keep] = 0.3 * shown[~keep] + 0.7 * np.array([0.1, 0.2, 0.6])
-            axes[r, c].imshow(shown)
+            axes[r, c].imshow(tinted(img, ex.masks[m][r]))
             axes[r, c].set_title(m.replace("integrated_gradients", "IG"), fontsize=6)
         axes[r, -1].imshow(ex.mixed[r], cmap="gray" if grey else None)
         axes[r, -1].set_title("NICE stored", fontsize=6)
