@@ -4,6 +4,10 @@ Every decode applies EXIF orientation and normalises the mode to `L` (greyscale)
 16-bit and float greyscale are scaled to 8 bits, palettes expanded, alpha composited on
 white, CMYK/YCbCr/LAB converted; a palette whose colours are all grey, and an RGB image
 with R = G = B (WebP has no grey mode), decode to `L`.
+Each DecodedImage also carries what an output needs to look like its source: `icc`, the ICC
+profile to embed (the source's own for L/RGB sources; sRGB after a CMYK source was converted
+through its profile), and `exif`, the source's EXIF re-serialised with orientation 1 and
+without the thumbnail (IFD1).
 Rejections carry a status: `skipped` for inputs we choose not to process (too large, wrong
 shape for the model), `failed` for inputs that are broken.
 
@@ -24,14 +28,22 @@ import torch
 import torchvision.io as tvio
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Pillow format names tried by Image.open (JPEG covers MPO); anything else is "not an image".
-ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP", "DIB", "PPM", "TGA", "ICO",
+# Pillow format names tried by Image.open (JPEG covers MPO; HEIF is pillow-heif's HEIC/HEIF
+# plugin); anything else is "not an image".
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "HEIF", "TIFF", "BMP", "DIB", "PPM", "TGA", "ICO",
                     "JPEG2000", "QOI", "PCX", "SGI")
 
 
 @functools.cache
 def _open_formats() -> tuple[str, ...]:
-    """ACCEPTED_FORMATS that this Pillow build can open (AVIF and JPEG 2000 are optional)."""
+    """ACCEPTED_FORMATS that this Pillow build can open (AVIF and JPEG 2000 are optional; HEIF
+    needs the pillow-heif package, registered here once: without it HEIC is not accepted)."""
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    except Exception:  # noqa: BLE001 - missing or broken pillow-heif: HEIC files are "not an image"
+        pass
     Image.init()
     return tuple(f for f in ACCEPTED_FORMATS if f in Image.OPEN)
 
@@ -49,13 +61,21 @@ class DecodedImage:
     """A decoded source, mode L or RGB, orientation applied: a PIL image, or after a native
     decode a uint8 array (H,W[,3]) whose PIL image is built only if someone asks for it."""
 
-    def __init__(self, image: Image.Image | None, format: str, mode_in: str, array: np.ndarray | None = None) -> None:
+    def __init__(self, image: Image.Image | None, format: str, mode_in: str, array: np.ndarray | None = None,
+                 *, icc: bytes | None = None, exif: bytes | None = None) -> None:
         if image is None and array is None:
             raise ValueError("a decoded image needs pixels")
         self._image = image
         self.array = array  # None unless it holds exactly the pixels of `image`
-        self.format = format  # PIL format name of the source (JPEG, PNG, ...)
+        self.format = format  # PIL format name of the source (JPEG, PNG, HEIF, ...)
         self.mode_in = mode_in
+        # The ICC profile an output should embed to show the source's colours: the source's own
+        # bytes when they describe the decoded pixels, the sRGB profile after a CMYK source was
+        # converted through its profile, None when there is none (plain sRGB is assumed).
+        self.icc = icc
+        # The source's EXIF for an output (Pillow's `save(..., exif=...)`: "Exif\0\0" + TIFF):
+        # orientation 1 (the pixels are upright) and no thumbnail (IFD1). None without EXIF.
+        self.exif = exif
 
     @property
     def image(self) -> Image.Image:
@@ -131,17 +151,23 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
             if w * h > max_pixels:
                 raise ImageRejected("skipped", f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
             mode_in = img.mode
-            upright = img.getexif().get(0x0112, 1) == 1
+            source_exif = img.getexif()
+            upright = source_exif.get(0x0112, 1) == 1
+            exif = _output_exif(source_exif)
+            icc = img.info.get("icc_profile") or None  # parsed with the header, before any pixels
             pixels = (_native_pixels(data, mode_in)
                       if upright and fmt in ("JPEG", "WEBP") and mode_in in ("L", "RGB")
                       and not getattr(img, "is_animated", False) else None)
             if pixels is not None:  # the common case, without Pillow's Python-side decoding
                 if pixels.ndim == 3 and _neutral_array(pixels):
                     pixels = np.ascontiguousarray(pixels[..., 0])  # see below: grey stays grey
-                return DecodedImage(None, fmt, mode_in, array=pixels)
+                return DecodedImage(None, fmt, mode_in, array=pixels, icc=icc, exif=exif)
             # Anything else, and whatever the native decoders refuse (Pillow names the fault).
             img.load()
+            icc = img.info.get("icc_profile") or icc  # (a plugin may add it while loading)
             img = img if upright else ImageOps.exif_transpose(img)
+            if icc is not None and img.mode not in ("L", "RGB"):
+                img, icc = _through_profile(img, icc)
             img = _normalise_mode(img)
     except ImageRejected:
         raise
@@ -150,14 +176,74 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> DecodedImage:
     except UnidentifiedImageError:
         raise ImageRejected("failed", "not an image (format not recognised or not accepted)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageRejected("failed", f"corrupt or truncated image: {exc}") from exc
+        raise ImageRejected("failed", f"corrupt or truncated image: {str(exc).strip()}") from exc
     except Exception as exc:  # noqa: BLE001 - a decoder choking on hostile bytes fails this file only
         raise ImageRejected("failed", f"undecodable image ({type(exc).__name__}: {exc})") from exc
     if img.mode == "RGB" and _neutral(img):
         # WebP has no grey mode: a grey image (NICE's own WebP outputs included) decodes as RGB
         # with R = G = B. It is grey, so it is classified and stored as grey.
         img = img.convert("L")
-    return DecodedImage(img, fmt, mode_in)
+    return DecodedImage(img, fmt, mode_in, icc=icc, exif=exif)
+
+
+# Tags of a TIFF source's IFD0 that describe its own raster (strips, samples, compression) or
+# are carried separately (34675: its ICC profile): meaningless, or wrong, in an output's EXIF.
+_RASTER_TAGS = (254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 317,
+                320, 322, 323, 324, 325, 338, 339, 340, 341, 513, 514, 530, 531, 34675)
+
+
+def _output_exif(exif: Image.Exif) -> bytes | None:
+    """The source's EXIF re-serialised for an output: IFD0 with its Exif and GPS sub-IFDs,
+    orientation 1 (the decoded pixels are upright), no thumbnail (IFD1, which Pillow never
+    writes back) and no raster-structure tags. None without EXIF, or when it cannot be
+    re-serialised (hostile EXIF costs the metadata, not the image)."""
+    if not len(exif):
+        return None
+    try:
+        out = Image.Exif()
+        out.load(exif.tobytes())  # a copy: the source image's own Exif is left as it is
+        for tag in _RASTER_TAGS:
+            out.pop(tag, None)
+        if 0x0112 in out:
+            out[0x0112] = 1
+        return out.tobytes() if len(out) else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+@functools.cache
+def _srgb_profile():
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@functools.cache
+def srgb_icc() -> bytes:
+    """The sRGB ICC profile bytes, which `DecodedImage.icc` holds after a CMS conversion."""
+    return _srgb_profile().tobytes()
+
+
+def _through_profile(img: Image.Image, icc: bytes) -> tuple[Image.Image, bytes | None]:
+    """A source in another mode than L/RGB that carries an ICC profile. When the profile
+    describes the pixels the mode normalisation produces (an RGB profile on RGBA/P/YCbCr, a grey
+    one on LA/16-bit grey), it stays: (img, icc). Otherwise (CMYK, YCCK -> CMYK, LAB) the pixels
+    are converted through it to sRGB with lcms and the output carries the sRGB profile, since
+    the source's CMYK profile would be wrong on RGB pixels. If the profile cannot be read or the
+    conversion fails: (img, None), and the naive conversion of _normalise_mode follows."""
+    try:
+        from PIL import ImageCms
+
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = profile.profile.xcolor_space.strip()
+        if space == ("GRAY" if img.mode in GREY_MODES else "RGB") and img.mode != "CMYK":
+            return img, icc
+        out = ImageCms.profileToProfile(img, profile, _srgb_profile(), outputMode="RGB")
+    except Exception:  # noqa: BLE001 - a broken or mismatched profile costs the colour management only
+        return img, None
+    if out is None or out.mode != "RGB":
+        return img, None
+    return out, srgb_icc()
 
 
 def _neutral(img: Image.Image) -> bool:
