@@ -50,9 +50,10 @@ def fit(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return img if img.size == (w, h) else img.resize((w, h), Image.LANCZOS)
 
 
-def photo_image(name: str, size: tuple[int, int]) -> Image.Image:
-    """Photo `name` (a scikit-image photo) cropped and resized to `size` (w, h): L or RGB."""
-    return fit(Image.fromarray(source(name)), size)
+def photo_image(name: str | Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Photo `name` (a scikit-image photo, or a PIL image) cropped and resized to `size` (w, h):
+    L or RGB. Every helper below takes either."""
+    return fit(name if isinstance(name, Image.Image) else Image.fromarray(source(name)), size)
 
 
 def encode(img: Image.Image, fmt: str = "JPEG", **save_args) -> bytes:
@@ -64,7 +65,7 @@ def encode(img: Image.Image, fmt: str = "JPEG", **save_args) -> bytes:
     return buf.getvalue()
 
 
-def photo(name: str, size: tuple[int, int], fmt: str = "JPEG", **save_args) -> bytes:
+def photo(name: str | Image.Image, size: tuple[int, int], fmt: str = "JPEG", **save_args) -> bytes:
     """The file bytes of photo `name` at `size` (w, h), saved by Pillow as `fmt` with `save_args`."""
     return encode(photo_image(name, size), fmt, **save_args)
 
@@ -114,7 +115,7 @@ def exif_bytes(orientation: int = 1, thumbnail: bytes | None = None, make: str =
     return b"Exif\0\0" + out
 
 
-def rotated_jpeg(name: str, upright_size: tuple[int, int], orientation: int = 6,
+def rotated_jpeg(name: str | Image.Image, upright_size: tuple[int, int], orientation: int = 6,
                  thumbnail_size: tuple[int, int] | None = (160, 120), **save_args) -> bytes:
     """A JPEG as a camera held sideways writes it: the pixels are stored rotated and the EXIF
     orientation (6: rotate 90 CW to view, 8: 90 CCW, 3: 180) says how to show them upright, so it
@@ -172,7 +173,7 @@ def cmyk_profile(grid: int = 9) -> bytes:
     return header + struct.pack(">I", len(tags)) + table + body
 
 
-def cmyk_jpeg(name: str, size: tuple[int, int], icc: bytes | None = None, **save_args) -> bytes:
+def cmyk_jpeg(name: str | Image.Image, size: tuple[int, int], icc: bytes | None = None, **save_args) -> bytes:
     """A CMYK JPEG (Adobe, as Photoshop writes print files) of photo `name` carrying a CMYK ICC
     profile (`cmyk_profile()` unless given)."""
     img = photo_image(name, size).convert("RGB").convert("CMYK")
@@ -189,7 +190,7 @@ def srgb_profile() -> bytes:
 
 # --- 16-bit -----------------------------------------------------------------------------------
 
-def _sixteen(name: str, size: tuple[int, int], grey: bool) -> np.ndarray:
+def _sixteen(name: str | Image.Image, size: tuple[int, int], grey: bool) -> np.ndarray:
     """uint16 pixels of photo `name` using the full 16-bit range (value * 257 + a low-byte ramp)."""
     img = photo_image(name, size)
     img = img.convert("L") if grey else img.convert("RGB")
@@ -198,7 +199,7 @@ def _sixteen(name: str, size: tuple[int, int], grey: bool) -> np.ndarray:
     return arr ^ (ramp if grey else ramp[..., None]) & 0x7F
 
 
-def png16(name: str, size: tuple[int, int], grey: bool = False) -> bytes:
+def png16(name: str | Image.Image, size: tuple[int, int], grey: bool = False) -> bytes:
     """A 16-bit PNG (grey: colour type 0, else RGB: colour type 2), as raw converters write."""
     arr = _sixteen(name, size, grey).astype(">u2")
     h, w = arr.shape[:2]
@@ -211,7 +212,7 @@ def png16(name: str, size: tuple[int, int], grey: bool = False) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
-def tiff16(name: str, size: tuple[int, int], grey: bool = False) -> bytes:
+def tiff16(name: str | Image.Image, size: tuple[int, int], grey: bool = False) -> bytes:
     """An uncompressed little-endian 16-bit TIFF (grey or RGB), one strip."""
     arr = _sixteen(name, size, grey).astype("<u2")
     h, w = arr.shape[:2]
@@ -238,11 +239,11 @@ def tiff16(name: str, size: tuple[int, int], grey: bool = False) -> bytes:
 
 # --- a folder -------------------------------------------------------------------------------
 
-def palette_png(name: str, size: tuple[int, int], colours: int = 64) -> bytes:
+def palette_png(name: str | Image.Image, size: tuple[int, int], colours: int = 64) -> bytes:
     return encode(photo_image(name, size).convert("RGB").quantize(colours), "PNG")
 
 
-def heic(name: str, size: tuple[int, int], quality: int = 80, **save_args) -> bytes:
+def heic(name: str | Image.Image, size: tuple[int, int], quality: int = 80, **save_args) -> bytes:
     return photo(name, size, "HEIF", quality=quality, **save_args)
 
 
