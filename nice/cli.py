@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from nice.config import MIXING_MODES, NiceConfig, merge_overrides
+from nice.config import CLASSIFIER_ARCHS, MIXING_MODES, VIEW_POLICIES, NiceConfig, merge_overrides
 
 DESCRIPTION = """NICE: train a classifier and a mask generator, then compress image archives (folders or
 s3:// prefixes) into files that keep the classifier's prediction, with a per-image savings
@@ -42,7 +42,8 @@ FLAG_SETTINGS = [
     ("target", "train_generator", "target"), ("block", "gates", "block"),
     ("mixing", "mixing", "mode"), ("pool", "mixing", "pool"), ("generator", "generator", "arch"),
     ("format", "codec", "format"), ("quality", "codec", "quality"), ("tau", "guard", "tau"),
-    ("width", "classifier", "width"), ("stem", "classifier", "stem"),
+    ("width", "classifier", "width"), ("stem", "classifier", "stem"), ("arch", "classifier", "arch"),
+    ("view", "classifier", "view"), ("image_size", "classifier", "image_size"),
     ("pre_pool", "generator", "pre_pool"), ("gen_width", "generator", "width"),
     ("rank_weight", "train_generator", "rank_weight"),
     ("stored_epochs", "train_classifier", "stored_epochs"),
@@ -69,7 +70,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             flags.setdefault(section, {})[key] = value
     if getattr(args, "format", None):
-        flags.setdefault("search", {})["formats"] = [args.format]  # the search honours the container asked for
+        # the search (view-sized and native) honours the container asked for
+        flags.setdefault("search", {}).update(formats=[args.format], native_formats=[args.format])
+    if getattr(args, "keep_metadata", False):
+        flags.setdefault("codec", {})["strip_metadata"] = False
     if getattr(args, "fixed", False) or getattr(args, "quality", None) is not None or getattr(args, "tau", None) is not None:
         flags.setdefault("search", {})["enabled"] = False  # a fixed quality / tau means the fixed path
     path = getattr(args, "config", None)
@@ -115,6 +119,8 @@ def _add_config(p: argparse.ArgumentParser, train: bool = False, codec: bool = F
                             "masks (faster, larger files) instead of the per-image operating-point search")
         p.add_argument("--quality", type=int, help="fixed path: this quality (implies --fixed)")
         p.add_argument("--tau", type=float, help="fixed path: binarisation threshold of the gates (implies --fixed)")
+        p.add_argument("--keep-metadata", action="store_true",
+                       help="keep the source's EXIF (orientation reset, no thumbnail); the ICC profile is always kept")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -138,7 +144,8 @@ def _print(result: dict[str, Any]) -> None:
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from nice.jobs import train_classifier_step
 
-    _print(train_classifier_step(args.dataset, args.out, overrides_from_args(args)))
+    _print(train_classifier_step(args.dataset, args.out, overrides_from_args(args),
+                                 weights=str(args.classifier_weights) if args.classifier_weights else None))
     return 0
 
 
@@ -291,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-classifier", "--epochs", dest="epochs_classifier", type=int)
     p.add_argument("--width", type=int, help="ResNet width (colour classifiers)")
     p.add_argument("--stem", choices=("conv", "patch"), help="ResNet stem (patch: cheaper, for bulk compression)")
+    p.add_argument("--arch", choices=list(CLASSIFIER_ARCHS), help="classifier architecture (torchvision names for your own weights)")
+    p.add_argument("--image-size", type=int, help="the view's side in pixels (default: the dataset's size; LeNet 28)")
+    p.add_argument("--view", choices=list(VIEW_POLICIES), help="how an image becomes the view (default letterbox)")
+    p.add_argument("--classifier-weights", type=Path,
+                   help="your own weights for --arch (a state dict, loaded with weights_only=True); fine-tuned "
+                        "for --epochs-classifier epochs (0: used as it is)")
     _add_config_file(p)
     p.set_defaults(func=cmd_train_classifier)
 

@@ -28,6 +28,26 @@ EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif"}
 # Extensions that already denote an output format, so a source `a.jpeg` stays `a.jpeg`.
 KNOWN_EXTENSIONS = {"jpeg": {".jpg", ".jpeg", ".jpe"}, "png": {".png"}, "webp": {".webp"}, "avif": {".avif"}}
 LOSSY = ("jpeg", "webp", "avif")
+# Largest side each writer takes (libwebp 16,383; baseline JPEG 65,535; AV1 65,536; PNG 2^31-1)
+# and, for AVIF, libavif's default decoder limit on the pixel count (a file that cannot be
+# read back cannot be verified).
+MAX_SIDE = {"webp": 16383, "jpeg": 65535, "avif": 65536, "png": 2**31 - 1}
+MAX_PIXELS = {"avif": 16384 * 16384}
+
+
+class CodecLimit(ValueError):
+    """A candidate this format cannot write (too large, odd mode): a per-image outcome."""
+
+
+def limit_reason(fmt: str, width: int, height: int) -> str | None:
+    """Why `fmt` cannot hold a width x height image, or None when it can."""
+    side = MAX_SIDE.get(fmt)
+    if side is not None and max(width, height) > side:
+        return f"{width}x{height} exceeds {fmt.upper()}'s limit of {side} pixels per side"
+    area = MAX_PIXELS.get(fmt)
+    if area is not None and width * height > area:
+        return f"{width}x{height} exceeds {fmt.upper()}'s limit of {area} pixels"
+    return None
 
 
 def output_name(key: str, format_out: str | None) -> str:
@@ -162,11 +182,28 @@ def posterise(arr: np.ndarray, levels: int) -> np.ndarray:
     return (np.round(arr.astype(np.float32) / step) * step).round().astype(np.uint8)
 
 
-def encode(arr: np.ndarray, mode: str, rung: Rung, effort: Effort) -> bytes:
-    """uint8 pixels (`mode` L or RGB) -> file bytes at `rung`; no metadata is ever written."""
+def encode(arr: np.ndarray, mode: str, rung: Rung, effort: Effort, icc: bytes | None = None,
+           exif: bytes | None = None) -> bytes:
+    """uint8 pixels (`mode` L or RGB) -> file bytes at `rung`. Only the metadata given is
+    written: the source's ICC profile (people see the same colours) and EXIF when asked.
+    A candidate the format cannot hold raises CodecLimit (the caller tries another)."""
     if rung.fmt == "avif" and not features.check("avif"):
-        raise RuntimeError("this Pillow build has no AVIF encoder")
+        raise CodecLimit("this Pillow build has no AVIF encoder")
+    why = limit_reason(rung.fmt, arr.shape[1], arr.shape[0])
+    if why:
+        raise CodecLimit(why)
     args = effort.args(rung, mode)
+    if icc:
+        args["icc_profile"] = icc
+    if exif:
+        args["exif"] = exif
+    try:
+        return _write(arr, mode, rung, args)
+    except (OSError, ValueError) as exc:  # the writer refused this candidate (e.g. libwebp's size checks)
+        raise CodecLimit(f"{rung.fmt.upper()} encoder refused {arr.shape[1]}x{arr.shape[0]} {mode}: {exc}") from exc
+
+
+def _write(arr: np.ndarray, mode: str, rung: Rung, args: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     if rung.levels is not None and rung.levels < 256:
         arr = posterise(arr, rung.levels)

@@ -17,6 +17,11 @@ T = TypeVar("T")
 
 MIXING_MODES = ("zero", "lowres", "blur", "mean")
 TARGET_MODES = ("prediction", "label")
+VIEW_POLICIES = ("letterbox", "resize", "center_crop")
+# torchvision classification architectures (a user's own weights come in these), next to ours
+TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",
+                     "efficientnet_b0", "convnext_tiny")
+CLASSIFIER_ARCHS = ("lenet", "resnet", *TORCHVISION_ARCHS)
 
 
 @dataclass
@@ -46,7 +51,12 @@ class ClassifierConfig:
     arch: str = "lenet"  # lenet | resnet
     in_channels: int = 1
     num_classes: int = 10
-    image_size: int = 28  # expected input size for fixed-size archs; 0 = any size
+    # The view (nice/view.py): every image reaches the classifier as an image_size square.
+    # 0 before training = the dataset's own size; a model saved with 0 (older versions) sees
+    # images at their native size and takes only that size.
+    image_size: int = 28
+    view: str = "letterbox"  # letterbox | resize | center_crop (how a source becomes the view)
+    crop_fraction: float = 0.875  # center_crop: the crop's share of the resized shorter side (224/256)
     width: int = 64  # resnet stage-1 width (stages are w, 2w, 4w, 8w)
     # resnet stem: "conv" (3x3 stride-2 convolution + max-pool, torchvision's shape) or "patch"
     # (one 4x4 stride-4 convolution: the same 4x reduction at ~1/3 of the stem's cost, for bulk
@@ -163,6 +173,16 @@ class SearchConfig:
     # Blocks are ranked by their score averaged over a window of about this many pixels
     # (per-pixel gates: 5x5 cells; 8 px blocks: their own score). Compact regions code smaller.
     rank_smooth_px: int = 5
+    # Native resolution (sources larger than the classifier's view, docs/architecture.md):
+    # the keep level is chosen on the view, the format on a small proxy, and at most
+    # `native_tries` native encodes are verified through the view.
+    native_block: int = 16  # mask block at native size: a 4:2:0 JPEG/WebP macroblock
+    native_quality: int = 80  # lossy quality of native-size outputs (kept blocks look like the photo)
+    native_formats: tuple[str, ...] = ("webp", "avif", "jpeg")
+    native_tries: int = 3
+    native_proxy_pixels: int = 250_000  # the format is chosen on a proxy of about this many pixels
+    # Images of at most this many pixels run the full search (every rung encoded at native size).
+    full_search_pixels: int = 65_536
 
 
 @dataclass

@@ -106,52 +106,66 @@ def dataset_images(dataset: str) -> tuple[int, set[tuple[int, int]]]:
 def check_dataset_fits(cfg: NiceConfig, dataset: str, channels: int, sizes: set[tuple[int, int]],
                        what: str) -> None:
     """Refuse, in one sentence, a dataset the classifier of `cfg` cannot take (rather than a
-    tensor shape error deep inside training)."""
+    tensor shape error deep inside training). Any image size is valid: the classifier sees
+    each image through its view; only a legacy model without a view needs one size."""
     c = cfg.classifier
     if channels != c.in_channels:
         kind = {1: "grey (1 channel)", 3: "colour (3 channels)"}
         raise ValueError(f"dataset {dataset} is {kind.get(channels, f'{channels}-channel')} but {what} takes "
                          f"{kind.get(c.in_channels, f'{c.in_channels} channels')}: use the data it was trained on")
-    wrong = sorted(s for s in sizes if s != (c.image_size, c.image_size))
-    if c.image_size and wrong:
-        w, h = wrong[0]
-        raise ValueError(
-            f"dataset {dataset} has {w}x{h} images ({len(wrong)} size(s) other than {c.image_size}x{c.image_size}) "
-            f"but {what} ({c.arch}) takes {c.image_size}x{c.image_size} only: resize the images to "
-            f"{c.image_size}x{c.image_size} before `nice ingest`, or use a size-independent classifier with "
-            '--config overrides {"classifier": {"arch": "resnet", "image_size": 0}}')
-    if len(sizes) > 1:
+    if not c.image_size and len(sizes) > 1:
         (w1, h1), (w2, h2) = sorted(sizes)[:2]
         raise ValueError(f"dataset {dataset} has images of {len(sizes)} sizes ({w1}x{h1}, {w2}x{h2}, ...) but "
-                         "training batches need one: resize the images to one size before `nice ingest`")
+                         f"{what} has no view (a model from an older version): train a new classifier")
+
+
+def view_size_for(sizes: set[tuple[int, int]], cap: int = 224) -> int:
+    """The view of a classifier trained with image_size 0: the dataset's largest side (its
+    own size for a one-size dataset), at most `cap`."""
+    return min(cap, max((max(w, h) for w, h in sizes), default=64))
 
 
 def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, Any] | None = None,
-                          ctx: StepContext | None = None) -> dict[str, Any]:
-    """Train on a dataset artifact (or a builtin name); test accuracy on the held-out split."""
+                          ctx: StepContext | None = None, weights: str | None = None) -> dict[str, Any]:
+    """Train on a dataset artifact (or a builtin name); test accuracy on the held-out split.
+    `weights`: the user's own weights file for `classifier.arch` (loaded with
+    weights_only=True), fine-tuned for `train_classifier.epochs` (0: used as it is)."""
     from nice.checkpoint import save_checkpoint
     from nice.data.arrays import make_loader
     from nice.data.sources import BUILTIN, training_data
     from nice.device import configure_threads
     from nice.ingest import DatasetArtifact
+    from nice.models import build_classifier
+    from nice.models.classifiers import load_user_weights
     from nice.training.classifier import train_classifier
     from nice.training.common import predict
+    from nice.view import View
 
     ctx = ctx or StepContext()
     configure_threads()
     channels, sizes = dataset_images(dataset)
     cfg = base_config(channels, overrides)
     cfg.classifier.in_channels = channels
+    if not cfg.classifier.image_size:
+        cfg.classifier.image_size = view_size_for(sizes)
     check_dataset_fits(cfg, dataset, channels, sizes, "the classifier")
-    train, val, names, channels = training_data(dataset)
+    view = View(cfg.classifier)
+    train, val, names, channels = training_data(dataset, view=view)
     cfg.classifier.num_classes = len(names)
+    initial = None
+    if weights:
+        initial = build_classifier(cfg.classifier)
+        load_user_weights(initial, weights)
     with ctx.step("train-classifier", {"dataset": dataset, **_flat(cfg.classifier, "classifier."),
-                                       **_flat(cfg.train_classifier, "train.")}) as run_id:
-        res = train_classifier(cfg, train, val, on_epoch=ctx.epoch_logger("epoch_"), progress=ctx.progress)
+                                       **_flat(cfg.train_classifier, "train."),
+                                       **({"weights": Path(weights).name} if weights else {})}) as run_id:
+        res = train_classifier(cfg, train, val, on_epoch=ctx.epoch_logger("epoch_"), progress=ctx.progress,
+                               initial=initial)
         final: dict[str, Any] = dict(res.final)
         if dataset not in BUILTIN:
             # Artifacts validate on `val` during training; report the held-out test split too.
-            preds, labels = predict(res.model, make_loader(DatasetArtifact.open(dataset).dataset("test"), 512, False),
+            test = DatasetArtifact.open(dataset).dataset("test", view=view)
+            preds, labels = predict(res.model, make_loader(test, 512, False),
                                     torch.device("cpu"))
             final = {"val_accuracy": final.pop("test_accuracy"), **final,
                      "test_accuracy": (preds == labels).float().mean().item()}
@@ -174,6 +188,7 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
     from nice.device import configure_threads
     from nice.training.mask_generator import train_mask_generator
     from nice.training.stored import train_for_storage
+    from nice.view import View
 
     ctx = ctx or StepContext()
     configure_threads()
@@ -185,7 +200,7 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
                          "train a new classifier for other classifier settings")
     channels, sizes = dataset_images(dataset)
     check_dataset_fits(cfg, dataset, channels, sizes, f"the classifier {classifier}")
-    train, val, names, channels = training_data(dataset)
+    train, val, names, channels = training_data(dataset, view=View.of(cfg.classifier))
     if len(names) != cfg.classifier.num_classes:
         raise ValueError(f"dataset {dataset} has {len(names)} classes but the classifier {classifier} "
                          f"was trained on {cfg.classifier.num_classes}: use the data it was trained on")

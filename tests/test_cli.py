@@ -107,59 +107,46 @@ def _labelled_folder(root: Path, size: int, colour: bool = False, n: int = 30) -
     return root
 
 
-def test_train_classifier_on_images_of_the_wrong_size_is_one_line_and_exit_2(tmp_path):
+def test_train_classifier_reads_images_of_another_size_through_its_view(tmp_path):
     """20x20 grey images under class folders, ingested, then trained with the grey default
-    (LeNet, 28x28): the `nice` command says what is wrong and what to do, no traceback."""
+    (LeNet): no flag about sizes; the checkpoint records the 28x28 letterbox view it saw them in."""
+    import torch
+
     src = _labelled_folder(tmp_path / "src", 20)
     assert main(["ingest", f"folder:{src}", "--out", str(tmp_path / "ds")]) == 0
-    done = subprocess.run([str(NICE), "train-classifier", "--dataset", str(tmp_path / "ds"),
+    done = subprocess.run([str(NICE), "train-classifier", "--dataset", str(tmp_path / "ds"), "--epochs", "1",
                            "--out", str(tmp_path / "clf.pt")], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert "20x20" in lines[0] and "28x28" in lines[0] and "resize" in lines[0] and '"image_size": 0' in lines[0]
-    assert not (tmp_path / "clf.pt").exists()
+    assert done.returncode == 0, done.stderr[-2000:]
+    cfg = json.loads(done.stdout)["config"]["classifier"]
+    assert (cfg["arch"], cfg["image_size"], cfg["view"]) == ("lenet", 28, "letterbox")
+    ckpt = torch.load(tmp_path / "clf.pt", map_location="cpu", weights_only=True)
+    assert json.loads(ckpt["config"])["classifier"]["image_size"] == 28
 
 
-def test_the_suggested_fix_for_other_sizes_trains(tmp_path, capsys):
-    """The message's alternative (a size-independent ResNet) does train on the same 20x20 data."""
-    src = _labelled_folder(tmp_path / "src", 20)
-    assert main(["ingest", f"folder:{src}", "--out", str(tmp_path / "ds")]) == 0
-    fix = tmp_path / "fix.json"
+def test_a_size_free_classifier_takes_its_view_from_the_dataset(tmp_path, capsys):
+    """A ResNet with image_size 0 gets the dataset's size as its view; images of several sizes
+    (20x20 and 24x24) train together, each through that view."""
+    _labelled_folder(tmp_path / "src", 20, n=12)
+    for i in range(3):  # three 24x24 images among the 20x20 ones
+        Image.fromarray(np.full((24, 24), 40 * i, np.uint8)).save(tmp_path / "src" / "class1" / f"big{i}.png")
+    assert main(["ingest", f"folder:{tmp_path / 'src'}", "--out", str(tmp_path / "ds")]) == 0
+    fix = tmp_path / "resnet.json"
     fix.write_text(json.dumps({"classifier": {"arch": "resnet", "image_size": 0, "width": 8},
                                "train_classifier": {"epochs": 1}}))
     capsys.readouterr()
     assert main(["train-classifier", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "clf.pt"),
                  "--config", str(fix)]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["checkpoint"] == str(tmp_path / "clf.pt") and (tmp_path / "clf.pt").is_file()
-    assert res["config"]["classifier"]["arch"] == "resnet" and res["class_names"] == ["class0", "class1", "class2"]
+    assert res["config"]["classifier"]["image_size"] == 24 and res["class_names"] == ["class0", "class1", "class2"]
 
 
-def test_train_classifier_on_images_of_several_sizes_is_exit_2(tmp_path, capsys):
-    """Even a size-independent classifier trains on batches of one size."""
-    _labelled_folder(tmp_path / "src", 20, n=12)
-    for i in range(3):  # three 24x24 images among the 20x20 ones
-        Image.fromarray(np.full((24, 24), 40 * i, np.uint8)).save(tmp_path / "src" / "class1" / f"big{i}.png")
-    assert main(["ingest", f"folder:{tmp_path / 'src'}", "--out", str(tmp_path / "ds")]) == 0
-    fix = tmp_path / "resnet.json"
-    fix.write_text(json.dumps({"classifier": {"arch": "resnet", "image_size": 0, "width": 8}}))
-    capsys.readouterr()
-    assert main(["train-classifier", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "clf.pt"),
-                 "--config", str(fix)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "2 sizes (20x20, 24x24" in err[0] and "one size" in err[0]
-
-
-@pytest.mark.parametrize("case", ["colour data, grey classifier", "wrong size", "wrong class count"])
+@pytest.mark.parametrize("case", ["colour data, grey classifier", "wrong class count"])
 def test_train_mask_generator_on_data_the_classifier_cannot_take_is_exit_2(case, tmp_path, capsys):
     from nice.checkpoint import save_checkpoint
     from nice.config import NiceConfig
     from nice.models import build_classifier
 
-    colour, size, classes = {"colour data, grey classifier": (True, 28, 3), "wrong size": (False, 20, 3),
-                             "wrong class count": (False, 28, 10)}[case]
+    colour, size, classes = {"colour data, grey classifier": (True, 28, 3), "wrong class count": (False, 28, 10)}[case]
     src = _labelled_folder(tmp_path / "src", size, colour=colour)
     assert main(["ingest", f"folder:{src}", "--out", str(tmp_path / "ds")]) == 0
     cfg = NiceConfig()
@@ -171,7 +158,7 @@ def test_train_mask_generator_on_data_the_classifier_cannot_take_is_exit_2(case,
                  "--out", str(tmp_path / "model"), "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: dataset "), err
-    want = {"colour data, grey classifier": "colour (3 channels)", "wrong size": "20x20",
+    want = {"colour data, grey classifier": "colour (3 channels)",
             "wrong class count": "3 classes"}[case]
     assert want in err[0]
     assert not (tmp_path / "model").exists()

@@ -23,12 +23,19 @@ import torch
 from nice.bundle import NiceModel
 from nice.classify import Classify
 from nice.compress.savings import empty_row
-from nice.compress.search import Masks, Search
-from nice.config import NiceConfig
+from nice.codec import Rung, final_effort, fixed_effort, fixed_rung, output_format, search_formats
+from nice.compress.native import NativeImage, NativeSearch
+from nice.compress.search import Masks, Outcome, Search
+from nice.config import MixingConfig, NiceConfig, SearchConfig
 from nice.gates import HardConcrete
 from nice.imageio import DecodedImage, ImageRejected, decode_image, to_float_batch
 from nice.mixing import make_mixer
+from nice.view import Geometry, View, native_block, native_pool
 from nice.models.fuse import tuned_for_cpu
+
+
+# Native pixels decoded at once (~150 MB of RGB): a chunk of 12-megapixel photos is 4 images.
+DEFAULT_PIXEL_BUDGET = 48_000_000
 
 
 @dataclass
@@ -52,12 +59,13 @@ class _Work:
     index: int
     item: SourceItem
     decoded: DecodedImage
-    x: np.ndarray  # decoded pixels, uint8 (H,W) or (H,W,3)
+    x: np.ndarray  # decoded pixels at native size, uint8 (H,W) or (H,W,3), in the stored mode
     started: float
     store_mode: str = ""  # the mode written out (L stays L even when a colour model reads it)
     pred_src: int = -1
     prob_src: float = 0.0
     tried: int = 0
+    block: int = 0  # the stored mask's block at native size
 
 
 def check_job_config(job: NiceConfig, model: NiceConfig) -> None:
@@ -74,7 +82,8 @@ class Compressor:
     """Holds a loaded model and the job's config; `compress` turns source items into rows."""
 
     def __init__(self, model: NiceModel, cfg: NiceConfig | None = None, run_id: str = "",
-                 device: str | torch.device = "cpu", batch_size: int = 64) -> None:
+                 device: str | torch.device = "cpu", batch_size: int = 64,
+                 pixel_budget: int = DEFAULT_PIXEL_BUDGET) -> None:
         self.cfg = cfg or model.config
         check_job_config(self.cfg, model.config)
         self.device = torch.device(device)
@@ -98,11 +107,21 @@ class Compressor:
         self.taus = [g.tau] + [t for t in g.tau_steps if t < g.tau]
         make = Search.product if self.cfg.search.enabled else Search.fixed
         self.search = make(self.cfg, self.classify, self.mixer)
+        self.view = View.of(self.cfg.classifier)
+        self.pixel_budget = pixel_budget
+        sc = self.cfg.search
+        effort = final_effort(self.cfg.codec, sc) if sc.enabled else fixed_effort(self.cfg.codec)
+        self.native = NativeSearch(self.view, self.view_classify, self.cfg.mixing, effort,
+                                   sc.native_tries if sc.enabled else len(self.taus), sc.native_proxy_pixels)
 
     # -- public -----------------------------------------------------------------------
     def compress(self, items: list[SourceItem]) -> list[ItemResult]:
+        """Rows (and outputs) for `items`, in order. Images are decoded a chunk at a time, a
+        chunk bounded by `pixel_budget` native pixels (not an image count), so memory stays
+        flat however large the photos are; the networks see each chunk as one batch of views."""
         results: list[ItemResult | None] = [None] * len(items)
-        groups: dict[tuple[int, ...], list[_Work]] = {}
+        chunk: list[_Work] = []
+        pixels = 0
         for i, item in enumerate(items):
             t0 = time.perf_counter()
             try:
@@ -110,11 +129,13 @@ class Compressor:
             except ImageRejected as rej:
                 results[i] = self.rejected(item, rej.status, rej.reason, t0)
                 continue
-            groups.setdefault((*work.x.shape, work.store_mode), []).append(work)  # shape fixes L vs RGB
-        for group in groups.values():
-            for start in range(0, len(group), self.batch_size):
-                for work, res in self._run_batch(group[start:start + self.batch_size]):
-                    results[work.index] = res
+            chunk.append(work)
+            pixels += work.x.shape[0] * work.x.shape[1]
+            if pixels >= self.pixel_budget or len(chunk) >= self.batch_size:
+                self._run_chunk(chunk, results)
+                chunk, pixels = [], 0
+        if chunk:
+            self._run_chunk(chunk, results)
         return [r for r in results if r is not None]
 
     @torch.inference_mode()
@@ -129,57 +150,130 @@ class Compressor:
             return Masks.ranking(log_alpha[:, 0], self.cfg)
         return Masks.thresholds(log_alpha, self.gates, self.taus, self.cfg.guard.dilate)
 
+    def view_classify(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-1 and its probability of uint8 images of one shape, through the classifier's view."""
+        return self.classify(self.view.batch(pixels) if self.view is not None else pixels)
+
     # -- steps ------------------------------------------------------------------------
     def _prepare(self, index: int, item: SourceItem, t0: float) -> _Work:
         decoded = decode_image(item.data, self.cfg.guard.max_pixels)
         cc = self.cfg.classifier
         store_mode = decoded.mode
-        channels = 1 if store_mode == "L" else 3
-        if channels == 1 and cc.in_channels == 3:
-            # A grey image is a valid colour image: classify it as RGB, store it as grey again
-            # (mixing keeps R = G = B, so the conversion back is exact).
-            decoded.image = decoded.image.convert("RGB")
-        elif channels != cc.in_channels:
-            raise ImageRejected("skipped", f"{store_mode} image but the classifier takes greyscale input")
+        if store_mode == "RGB" and cc.in_channels == 1:
+            raise ImageRejected("skipped", "RGB image but the classifier takes greyscale input")
         w, h = decoded.size
-        if cc.image_size and (w, h) != (cc.image_size, cc.image_size):
-            raise ImageRejected("skipped", f"{w}x{h} image but the classifier takes {cc.image_size}x{cc.image_size}")
-        # uint8 HxW(xC) pixels; converted to float once per batch in _run_batch.
+        if self.view is None and cc.in_channels == 3 and store_mode == "L":
+            decoded.image = decoded.image.convert("RGB")  # legacy native-size model: reads RGB
+        # A grey image is a valid colour image: the view reads it as RGB, it is stored grey.
         return _Work(index=index, item=item, decoded=decoded, x=decoded.pixels(), started=t0,
                      store_mode=store_mode)
 
+    def _run_chunk(self, chunk: list[_Work], results: list[ItemResult | None]) -> None:
+        if self.view is None:  # legacy model without a view: each shape is its own batch
+            groups: dict[tuple[int, ...], list[_Work]] = {}
+            for w in chunk:
+                groups.setdefault((*w.x.shape, w.store_mode), []).append(w)
+            for group in groups.values():
+                for w, res in self._run_views(group, np.stack([w.x for w in group])):
+                    results[w.index] = res
+            return
+        for w, res in self._run_views(chunk, self.view.batch([w.x for w in chunk])):
+            results[w.index] = res
+
     @torch.inference_mode()
-    def _run_batch(self, batch: list[_Work]) -> list[tuple[_Work, ItemResult]]:
-        x = to_float_batch(np.stack([w.x for w in batch]))
-        pred, conf = self.classify.top1(x)
-        log_alpha = self.log_alpha(x)
-        for i, w in enumerate(batch):
+    def _run_views(self, works: list[_Work], views: np.ndarray) -> list[tuple[_Work, ItemResult]]:
+        """Classify and mask one batch of views (any mix of native shapes), then search each
+        native shape: view-sized images in the batched search, small ones with every rung at
+        native size, large ones through the native search."""
+        xv = to_float_batch(views)
+        pred, conf = self.classify.top1(xv)
+        masks = self.masks(self.log_alpha(xv))
+        for i, w in enumerate(works):
             w.pred_src, w.prob_src = int(pred[i]), float(conf[i])
-        masks = self.masks(log_alpha)
-        outcomes = self.search.run(x, masks, [w.pred_src for w in batch], [len(w.item.data) for w in batch],
-                                   [w.decoded.format for w in batch], batch[0].decoded.mode, batch[0].store_mode)
-        out = []
-        for w, o in zip(batch, outcomes):
-            c = o.choice
-            if masks.first_wins:
-                w.tried = o.levels_tried
-            if c is None:
-                why = ("output would not be smaller than the source" if o.too_big
-                       else f"prediction changed at every tau in {self.taus}" if masks.kind == "tau"
-                       else "no candidate was smaller than the source and kept the prediction")
-                out.append((w, self._kept(w, why)))
-                continue
-            tau = c.level if masks.kind == "tau" else None
-            params = c.params if tau is not None else dict(c.params, keep=c.level)
-            out.append((w, self._compressed(w, c.z, tau, c.fmt, c.data, c.pred, c.prob, params)))
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for i, w in enumerate(works):
+            shapes.setdefault((*w.x.shape, w.store_mode), []).append(i)
+        out: list[tuple[_Work, ItemResult]] = []
+        for idx in shapes.values():
+            group = [works[i] for i in idx]
+            h, w_ = group[0].x.shape[:2]
+            geom = self.view.geometry(h, w_) if self.view is not None else None
+            sub = masks.subset(idx) if len(idx) < len(works) else masks
+            if geom is None or geom.identity:
+                for w in group:
+                    w.block = self.cfg.gates.block
+                outcomes = self.search.run(xv[idx], sub, [w.pred_src for w in group],
+                                           [len(w.item.data) for w in group], [w.decoded.format for w in group],
+                                           "RGB" if xv.shape[1] == 3 else "L", group[0].store_mode)
+            elif h * w_ <= self.cfg.search.full_search_pixels:
+                outcomes = self._search_small(group, sub, geom)
+            else:
+                outcomes = [self._search_native(w, sub, geom, j) for j, w in enumerate(group)]
+            out.extend((w, self._result(w, o, masks)) for w, o in zip(group, outcomes))
         return out
+
+    def _search_small(self, group: list[_Work], masks: Masks, geom: Geometry) -> list[Outcome]:
+        """Small images off the view's size: the full search, every candidate at native size."""
+        sc, gc = self.cfg.search, self.cfg.gates
+        block = native_block(geom, gc.block, sc.native_block)
+        pool = native_pool(geom, self.cfg.mixing.pool, block)
+        for w in group:
+            w.block = block
+        mixing = MixingConfig(mode=self.cfg.mixing.mode, pool=pool)
+        native = masks.mapped(lambda z: torch.from_numpy(np.stack([
+            self.view.native_mask(zi[0].numpy(), geom, gc.block, block) for zi in z]))[:, None].float())
+        search = self.search.using(self.view_classify, make_mixer(mixing, block))
+        mode = group[0].store_mode
+        return search.run(to_float_batch(np.stack([w.x for w in group])), native, [w.pred_src for w in group],
+                          [len(w.item.data) for w in group], [w.decoded.format for w in group], mode, mode)
+
+    def _search_native(self, w: _Work, masks: Masks, geom: Geometry, j: int) -> Outcome:
+        sc, gc = self.cfg.search, self.cfg.gates
+        block = native_block(geom, gc.block, sc.native_block)
+        w.block = block
+        levels = [(lv, self.view.native_mask(masks.make(lv)[j, 0].numpy(), geom, gc.block, block))
+                  for lv in masks.levels]
+        d = w.decoded
+        img = NativeImage(w.x, geom, block, native_pool(geom, self.cfg.mixing.pool, block), len(w.item.data),
+                          w.pred_src, icc=getattr(d, "icc", None),
+                          exif=None if self.cfg.codec.strip_metadata else getattr(d, "exif", None))
+        o = self.native.run(img, levels, self._native_rungs(d.format, w.store_mode))
+        w.tried = o.levels_tried  # native encodes verified
+        return o
+
+    def _native_rungs(self, source_format: str, store_mode: str) -> list[Rung]:
+        if not self.cfg.search.enabled:
+            return [fixed_rung(self.cfg.codec, output_format(self.cfg.codec, source_format))]
+        fmts = search_formats(SearchConfig(formats=self.cfg.search.native_formats), source_format)
+        if store_mode == "L":  # lossy WebP/AVIF are YUV: a grey photo would come back tinted
+            fmts = [f for f in fmts if f in ("jpeg", "png")] or ["jpeg"]
+        q = self.cfg.search.native_quality
+        return [Rung(f, levels=256) if f == "png" else Rung(f, quality=q) for f in fmts]
+
+    def _result(self, w: _Work, o: Outcome, masks: Masks) -> ItemResult:
+        c = o.choice
+        if masks.first_wins:
+            w.tried = o.levels_tried
+        if c is None:
+            why = ("output would not be smaller than the source" if o.too_big
+                   else f"prediction changed at every tau in {self.taus}" if masks.kind == "tau"
+                   else "no candidate was smaller than the source and kept the prediction")
+            if o.notes:
+                why += "; " + "; ".join(dict.fromkeys(o.notes))
+            return self._kept(w, why)
+        tau = c.level if masks.kind == "tau" else None
+        params = c.params if tau is not None else dict(c.params, keep=c.level)
+        res = self._compressed(w, c.z, tau, c.fmt, c.data, c.pred, c.prob, params)
+        if o.notes:
+            res.row["error"] = "; ".join(dict.fromkeys(o.notes))  # what a codec could not write
+        return res
 
     # -- rows -------------------------------------------------------------------------
     def _base_row(self, item: SourceItem) -> dict[str, Any]:
         row = empty_row()
-        row.update(run_id=self.run_id, source_uri=item.uri, source_key=item.key or item.uri, source_etag=item.etag or md5_hex(item.data),
-                   source_bytes=len(item.data), label=item.label, model_uri=self.model_uri,
-                   config_hash=self.config_hash, block=self.cfg.gates.block, guard_retries=0,
+        row.update(run_id=self.run_id, source_uri=item.uri, source_key=item.key or item.uri,
+                   source_etag=item.etag or md5_hex(item.data), source_bytes=len(item.data), label=item.label,
+                   model_uri=self.model_uri, config_hash=self.config_hash, block=self.cfg.gates.block, guard_retries=0,
                    processed_at=datetime.now(timezone.utc))
         return row
 
@@ -194,7 +288,7 @@ class Compressor:
     def _common(self, w: _Work) -> dict[str, Any]:
         row = self._base_row(w.item)
         width, height = w.decoded.size
-        row.update(width=width, height=height, format_in=w.decoded.format.lower(),
+        row.update(width=width, height=height, format_in=w.decoded.format.lower(), block=w.block or self.cfg.gates.block,
                    pred_source=w.pred_src, prob_source=w.prob_src,
                    guard_retries=max(w.tried - 1, 0),
                    elapsed_ms=(time.perf_counter() - w.started) * 1000.0)
@@ -207,7 +301,7 @@ class Compressor:
         row.update(status="compressed", output_bytes=len(data), saved_bytes=len(w.item.data) - len(data),
                    ratio=len(data) / len(w.item.data), format_out=fmt,
                    codec_params=json.dumps(params, sort_keys=True), tau=tau,
-                   mask_density=_pixel_density(grid, self.cfg.gates.block, w.x.shape[0], w.x.shape[1]),
+                   mask_density=_pixel_density(grid, w.block, w.x.shape[0], w.x.shape[1]),
                    mask=np.packbits(grid.ravel()).tobytes(),
                    mask_height=int(grid.shape[0]), mask_width=int(grid.shape[1]),
                    pred_output=pred, prob_output=prob)

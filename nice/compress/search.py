@@ -22,14 +22,15 @@ All images of a batch and all their ladders advance in lockstep, one classifier 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from nice.codec import Effort, Rung, decode, encode, final_effort, fixed_effort, fixed_rung, ladders, \
+from nice.codec import CodecLimit, Effort, Rung, decode, encode, final_effort, fixed_effort, fixed_rung, ladders, \
     output_format, probe_effort, search_formats
 from nice.config import NiceConfig
 from nice.gates import HardConcrete, rank_scores, rank_window, topk_mask
@@ -85,6 +86,15 @@ class Masks:
         """One fixed set of masks (N,1,h,w)."""
         return cls("keep", (float(z.mean()),), lambda _: z, whole=False)
 
+    def subset(self, idx: Sequence[int]) -> "Masks":
+        """The same levels for images `idx` of the batch."""
+        rows = torch.as_tensor(list(idx))
+        return dataclasses.replace(self, make=lambda level, make=self.make: make(level)[rows])
+
+    def mapped(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Masks":
+        """The same levels with each grid batch mapped by `fn` (e.g. onto native blocks)."""
+        return dataclasses.replace(self, make=lambda level, make=self.make: fn(make(level)))
+
 
 @dataclass
 class Choice:
@@ -106,6 +116,7 @@ class Outcome:
     choice: Choice | None
     levels_tried: int = 0
     too_big: bool = False  # stopped because no candidate was smaller than the source
+    notes: list[str] = field(default_factory=list)  # candidates a codec could not write, and why
 
 
 class Search:
@@ -131,6 +142,10 @@ class Search:
         """The fixed path: one codec setting (`codec`), one encode per candidate."""
         return cls(classify, mix, lambda src, grey: [[fixed_rung(cfg.codec, output_format(cfg.codec, src))]],
                    fixed_effort(cfg.codec))
+
+    def using(self, classify: ClassifyFn, mix: Mix) -> "Search":
+        """This search's ladders and efforts with another classify and mix (native sizes)."""
+        return Search(classify, mix, self.ladders_for, self.probe, self.final)
 
     @classmethod
     def one_ladder(cls, classify: ClassifyFn, mix: Mix, rungs: Sequence[Rung], effort: Effort) -> "Search":
@@ -183,7 +198,10 @@ class Search:
                 continue
             params = self.final.args(c.rung, store_mode)
             if params != c.params:
-                data = encode(c.pixels, store_mode, c.rung, self.final)
+                try:
+                    data = encode(c.pixels, store_mode, c.rung, self.final)
+                except CodecLimit:
+                    continue
                 if len(data) < len(c.data):
                     if c.rung.lossless:  # same pixels, fewer bytes
                         c.data, c.params = data, params
@@ -213,7 +231,12 @@ class Search:
                 i, z, level, arr, rungs, lo, hi = lad
                 mid = (lo + hi) // 2
                 rung = rungs[mid]
-                data = encode(arr, store_mode, rung, self.probe)
+                try:
+                    data = encode(arr, store_mode, rung, self.probe)
+                except CodecLimit as exc:  # this format cannot hold the image: drop its ladder
+                    out[i].notes.append(str(exc))
+                    lad[5] = lad[6] + 1
+                    continue
                 if len(data) < src_bytes[i]:
                     small.add(i)
                 if len(data) >= best_size[i]:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch.utils.data import Dataset
 
 from nice.data.arrays import ArrayImageDataset
 from nice.data.mnist import CLASS_NAMES, ImageSplit, load_split
+
+if TYPE_CHECKING:
+    from nice.view import View
 
 BUILTIN = tuple(CLASS_NAMES)
 
@@ -34,17 +40,35 @@ def export_png_folder(split: ImageSplit, out: str | Path, limit: int | None = No
     return out
 
 
-def training_data(spec: str, limit: int | None = None):
-    """(train, val, class_names, channels) for a builtin name or a Dataset artifact directory.
+def training_data(spec: str, limit: int | None = None, view: "View | None" = None):
+    """(train, val, class_names, channels) for a builtin name or a Dataset artifact directory,
+    each image seen through the classifier's `view` (any source size is valid).
 
     Builtin MNIST / Fashion-MNIST validate on their test split (as in the core issue); an
     artifact trains on its train split and validates on its val split."""
     if spec in BUILTIN:
         train, split = load_builtin(spec, "train", limit=limit)
         test, _ = load_builtin(spec, "test")
+        if view is not None and not view.geometry(28, 28).identity:
+            train, test = ViewedDataset(train, view), ViewedDataset(test, view)
         return train, test, split.class_names, 1
     from nice.ingest import DatasetArtifact
 
     art = DatasetArtifact.open(spec)
     val_split = "val" if art.manifest["counts"].get("val") else "test"
-    return (art.dataset("train", shuffle=True), art.dataset(val_split), art.class_names, art.channels)
+    return (art.dataset("train", shuffle=True, view=view), art.dataset(val_split, view=view), art.class_names,
+            art.channels)
+
+
+class ViewedDataset(Dataset):
+    """A map-style dataset of (image, label) seen through a view."""
+
+    def __init__(self, base: Dataset, view: "View") -> None:
+        self.base, self.view = base, view
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i]
+        return self.view.tensor(x), y

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from nice.config import ClassifierConfig
+from nice.config import CLASSIFIER_ARCHS, TORCHVISION_ARCHS, ClassifierConfig
 
 
 class Normalize(nn.Module):
@@ -78,9 +78,57 @@ class SmallResNet(nn.Module):
         return self.head(self.features(self.normalize(x)))
 
 
+
+
+class TorchvisionClassifier(nn.Module):
+    """A torchvision architecture with its normalisation in front; `net` holds exactly the
+    torchvision module, so a user's torchvision state dict loads into it unchanged."""
+
+    def __init__(self, arch: str, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        from torchvision import models
+
+        if in_channels != 3:
+            raise ValueError(f"classifier arch {arch} takes colour (3-channel) images")
+        self.normalize = Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        self.net = getattr(models, arch)(weights=None, num_classes=num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
 def build_classifier(cfg: ClassifierConfig) -> nn.Module:
     if cfg.arch == "lenet":
         return LeNet(cfg.in_channels, cfg.num_classes)
     if cfg.arch == "resnet":
         return SmallResNet(cfg.in_channels, cfg.num_classes, cfg.width, cfg.stem)
-    raise ValueError(f"unknown classifier arch {cfg.arch!r}; expected lenet or resnet")
+    if cfg.arch in TORCHVISION_ARCHS:
+        return TorchvisionClassifier(cfg.arch, cfg.in_channels, cfg.num_classes)
+    raise ValueError(f"unknown classifier arch {cfg.arch!r}; expected one of {', '.join(CLASSIFIER_ARCHS)}")
+
+
+def load_user_weights(model: nn.Module, path: str) -> None:
+    """A user's weights file (a state dict, or a checkpoint holding one under `state_dict` /
+    `model`), loaded with weights_only=True into `model` (its torchvision `net` where the file
+    is a plain torchvision state dict). A mismatch is one sentence, not a tensor dump."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"--classifier-weights {path}: no such file") from None
+    except Exception as exc:  # noqa: BLE001 - pickles with code, corrupt files: one line
+        raise ValueError(f"--classifier-weights {path}: not a weights file torch loads safely "
+                         f"({type(exc).__name__})") from None
+    if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        state = state.get("state_dict") or state.get("model") or state
+    if not isinstance(state, dict):
+        raise ValueError(f"--classifier-weights {path}: expected a state dict")
+    target = model.net if isinstance(model, TorchvisionClassifier) and not any(k.startswith("net.") for k in state) \
+        else model
+    try:
+        target.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        shapes = [line.strip() for line in first if "size mismatch" in line]
+        detail = shapes[0] if shapes else first[0]
+        raise ValueError(f"--classifier-weights {path} does not fit the {type(model).__name__} configured "
+                         f"(classifier.arch, num_classes = the dataset's classes): {detail}") from None

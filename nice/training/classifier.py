@@ -7,6 +7,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -20,13 +21,20 @@ log = logging.getLogger(__name__)
 
 
 def train_classifier(cfg: NiceConfig, train: Dataset, test: Dataset,
-                     on_epoch: EpochCallback | None = None, progress: bool = True) -> TrainResult:
+                     on_epoch: EpochCallback | None = None, progress: bool = True,
+                     initial: nn.Module | None = None) -> TrainResult:
+    """Train `cfg.classifier` (or fine-tune `initial`, e.g. the user's own weights) for
+    `train_classifier.epochs`; 0 epochs only measures it on `test`."""
     tc = cfg.train_classifier
     seed_everything(tc.seed)
     device = pick_device(tc.device)
-    model = build_classifier(cfg.classifier).to(device)
+    model = (initial if initial is not None else build_classifier(cfg.classifier)).to(device)
     train_loader = make_loader(train, tc.batch_size, shuffle=True, seed=tc.seed)
     test_loader = make_loader(test, 512, shuffle=False)
+    if tc.epochs <= 0:
+        preds, labels = predict(model, test_loader, device)
+        final = {"test_accuracy": (preds == labels).float().mean().item()}
+        return TrainResult(model=model.eval().cpu(), history=[], final=final)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, epochs=tc.epochs,
                                                 steps_per_epoch=len(train_loader))

@@ -1,0 +1,159 @@
+"""Candidates at native resolution: photos larger than the classifier's view.
+
+Encoding a 12-megapixel candidate costs ~1 s (WebP) to ~2 s (AVIF), so the per-image search of
+small images (every rung of every ladder encoded and classified) is out of reach here. Instead:
+
+1. the mask level is chosen on the view: the source mixed at native size with each level's
+   native mask, seen through the view and classified in one batch (no encode);
+2. the format on a proxy: the sparsest passing candidate reduced to ~`native_proxy_pixels`
+   and encoded in each format at the native quality, the smallest first;
+3. verification at native size: the candidate encoded, decoded at native size, put through
+   the view and classified; on a flip the next denser passing level, at most `native_tries`
+   native encodes, and nothing is stored that is not smaller than the source.
+
+Mixing happens in uint8 at native size (no float copy of a 40-megapixel image): kept blocks
+keep their native pixels, the background is flat (`mean`, `zero`) or `pool`-pixel block means
+(`lowres`) or a box blur (`blur`), all computed by Pillow in C.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from nice.codec import CodecLimit, Effort, Rung, decode, encode, limit_reason
+from nice.compress.search import Choice, Outcome
+from nice.config import MixingConfig
+from nice.view import Geometry, View
+
+ClassifyFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def background(pixels: np.ndarray, cfg: MixingConfig, pool: int) -> np.ndarray:
+    """The background a native image is mixed with, uint8 of the same shape."""
+    if cfg.mode == "zero":
+        return np.zeros_like(pixels)
+    if cfg.mode == "mean":
+        mean = pixels.reshape(-1, *pixels.shape[2:]).mean(axis=0)
+        out = np.empty_like(pixels)
+        out[...] = np.round(mean).astype(np.uint8)
+        return out
+    img = Image.fromarray(pixels)
+    if cfg.mode == "lowres":  # Pillow's reduce averages partial edge blocks over their own pixels
+        small = img.reduce(pool) if pool > 1 else img
+        return np.asarray(small.resize((small.width * pool, small.height * pool), Image.Resampling.NEAREST)
+                          .crop((0, 0, img.width, img.height)))
+    return np.asarray(img.filter(ImageFilter.BoxBlur(pool // 2)))
+
+
+def mix(pixels: np.ndarray, bg: np.ndarray, grid: np.ndarray, block: int) -> np.ndarray:
+    """Kept blocks (grid 1) from `pixels`, the rest from `bg`; uint8 at native size."""
+    h, w = pixels.shape[:2]
+    if grid.all():
+        return pixels
+    if not grid.any():
+        return bg
+    keep = np.repeat(np.repeat(grid.astype(bool), block, axis=0), block, axis=1)[:h, :w]
+    out = bg.copy()
+    out[keep] = pixels[keep]
+    return out
+
+
+def proxy(pixels: np.ndarray, max_pixels: int) -> np.ndarray:
+    """The image box-reduced by an integer factor to at most ~`max_pixels` (format choice)."""
+    h, w = pixels.shape[:2]
+    f = math.ceil(math.sqrt(h * w / max_pixels)) if h * w > max_pixels else 1
+    return pixels if f == 1 else np.asarray(Image.fromarray(pixels).reduce(f))
+
+
+@dataclass
+class NativeImage:
+    """One source at native size, as the native search needs it."""
+
+    pixels: np.ndarray  # uint8 (H,W) or (H,W,3) in the stored mode
+    geometry: Geometry
+    block: int  # native mask block
+    pool: int  # native background block (lowres)
+    source_bytes: int
+    pred: int  # the source's top-1 through the view
+    icc: bytes | None = None
+    exif: bytes | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class NativeSearch:
+    """Chooses and verifies one image's stored file at native size (see the module doc)."""
+
+    def __init__(self, view: View, classify: ClassifyFn, mixing: MixingConfig, effort: Effort,
+                 tries: int, proxy_pixels: int) -> None:
+        self.view = view
+        self.classify = classify
+        self.mixing = mixing
+        self.effort = effort
+        self.tries = tries
+        self.proxy_pixels = proxy_pixels
+
+    def run(self, img: NativeImage, levels: Sequence[tuple[float, np.ndarray]], rungs: Sequence[Rung]) -> Outcome:
+        """`levels`: (level, native grid) candidates; `rungs`: one per format, in preference."""
+        x, mode = img.pixels, ("L" if img.pixels.ndim == 2 else "RGB")
+        out = Outcome(None, notes=img.notes)
+        # Sparsest first: the first candidate that verifies is the smallest the mask allows.
+        order = sorted(levels, key=lambda lv: float(lv[1].mean()))
+        bg = background(x, self.mixing, img.pool)
+        views = np.stack([self.view.apply(mix(x, bg, grid, img.block)) for _, grid in order])
+        pred, _ = self.classify(views)
+        passing = [lv for lv, p in zip(order, pred) if int(p) == img.pred]
+        out.levels_tried = len(order)
+        usable = []
+        for rung in rungs:
+            why = limit_reason(rung.fmt, x.shape[1], x.shape[0])
+            if why:
+                out.notes.append(why)
+            else:
+                usable.append(rung)
+        if not passing or not usable:
+            return out
+        if len(usable) > 1:
+            usable = self._rank_formats(mix(x, bg, passing[0][1], img.block), mode, usable, out)
+        tries = 0
+        for level, grid in passing:
+            if tries >= self.tries:
+                break
+            mixed = mix(x, bg, grid, img.block)
+            data = None
+            for rung in usable:
+                try:
+                    data = encode(mixed, mode, rung, self.effort, img.icc, img.exif)
+                    break
+                except CodecLimit as exc:  # e.g. the writer's own limits: the next format
+                    out.notes.append(str(exc))
+                    usable = [r for r in usable if r != rung]
+            if data is None:
+                return out
+            tries += 1
+            if len(data) >= img.source_bytes:
+                out.too_big = True  # denser levels only cost more bytes
+                break
+            p, conf = self.classify(self.view.apply(decode(data, mode))[None])
+            if int(p[0]) == img.pred:
+                out.choice = Choice(data, rung.fmt, self.effort.args(rung, mode), torch.from_numpy(grid)[None, None],
+                                    float(level), int(p[0]), float(conf[0]), rung)
+                break
+        out.levels_tried = tries
+        return out
+
+    def _rank_formats(self, mixed: np.ndarray, mode: str, rungs: list[Rung], out: Outcome) -> list[Rung]:
+        """Formats by their bytes on a small proxy of the candidate (one native encode only)."""
+        small = proxy(mixed, self.proxy_pixels)
+        sizes = []
+        for rung in rungs:
+            try:
+                sizes.append((len(encode(small, mode, rung, self.effort)), rung))
+            except CodecLimit as exc:
+                out.notes.append(str(exc))
+        return [r for _, r in sorted(sizes, key=lambda s: s[0])] or rungs
