@@ -1,0 +1,236 @@
+"""Native resolution: the classifier's view, native masks, native mixing and the guard, on real
+encoded photos (scikit-image's, re-encoded by tests/photos.py) of sizes other than the view."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from nice.bundle import NiceModel
+from nice.compress.engine import Compressor, SourceItem, unpack_mask
+from nice.config import ClassifierConfig, colour_default
+from nice.imageio import decode_image
+from nice.models import build_classifier
+from nice.models.generators import build_generator
+from nice.view import View
+
+sys.path.insert(0, str(Path(__file__).parent))
+import photos  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NICE = Path(sys.executable).parent / "nice"
+
+
+@pytest.fixture(scope="module")
+def colour_model() -> NiceModel:
+    """A small colour model with a 64 px letterbox view (untrained: the guard's logic is what is
+    tested; predictions are deterministic)."""
+    cfg = colour_default()
+    cfg.classifier.image_size = 64
+    cfg.classifier.width = 8
+    torch.manual_seed(0)
+    return NiceModel(build_classifier(cfg.classifier).eval(), build_generator(cfg.generator, cfg.gates, 3).eval(), cfg)
+
+
+# -- the view ---------------------------------------------------------------------------
+def test_letterbox_keeps_the_whole_image_and_its_aspect():
+    v = View(ClassifierConfig(arch="resnet", in_channels=3, image_size=128))
+    g = v.geometry(480, 640)
+    assert g.content == (96, 128) and g.offset == (16, 0) and not g.identity
+    img = np.asarray(photos.photo_image("astronaut", (640, 480)))
+    out = v.apply(img)
+    assert out.shape == (128, 128, 3) and out.dtype == np.uint8
+    pad = out[:16].reshape(-1, 3)
+    assert (pad == pad[0]).all(), "letterbox pads with one colour (the content's mean)"
+    assert v.geometry(128, 128).identity and v.apply(out) is out
+
+
+def test_a_grey_image_is_a_valid_colour_image_and_any_size_is_valid():
+    v = View(ClassifierConfig(arch="resnet", in_channels=3, image_size=64))
+    for shape in ((1, 1), (20, 20), (3000, 17)):
+        out = v.apply(np.full(shape, 77, np.uint8))
+        assert out.shape == (64, 64, 3) and (out == 77).all()
+    lenet = View(ClassifierConfig())  # LeNet's 28x28 grey view
+    assert lenet.apply(np.zeros((20, 20), np.uint8)).shape == (28, 28)
+    assert lenet.apply(np.zeros((480, 640), np.uint8)).shape == (28, 28)
+
+
+def test_center_crop_is_torchvisions_resize_then_crop():
+    v = View(ClassifierConfig(arch="resnet18", in_channels=3, image_size=224, view="center_crop"))
+    g = v.geometry(480, 640)
+    assert g.content == (256, 341) and g.offset == (-16, -58)
+    assert v.apply(np.zeros((480, 640, 3), np.uint8)).shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize("policy", ["letterbox", "resize", "center_crop"])
+def test_native_mask_is_conservative(policy):
+    """Brute force: a native block is kept iff some open view gate overlaps its view footprint."""
+    v = View(ClassifierConfig(arch="resnet", in_channels=3, image_size=64, view=policy))
+    rng = np.random.default_rng(1)
+    for h, w in ((480, 640), (1000, 333), (50, 70)):
+        g = v.geometry(h, w)
+        z = (rng.random((8, 8)) < 0.15).astype(np.uint8)
+        got = v.native_mask(z, g, 8, 16)
+        assert got.shape == (-(-h // 16), -(-w // 16))
+        sy, sx = g.content[0] / h, g.content[1] / w
+        for r in range(got.shape[0]):
+            for c in range(got.shape[1]):
+                y0, y1 = r * 16 * sy + g.offset[0], min((r + 1) * 16, h) * sy + g.offset[0]
+                x0, x1 = c * 16 * sx + g.offset[1], min((c + 1) * 16, w) * sx + g.offset[1]
+                cells = z[max(0, int(np.floor(y0 / 8))):max(0, int(np.ceil(y1 / 8))),
+                          max(0, int(np.floor(x0 / 8))):max(0, int(np.ceil(x1 / 8)))]
+                assert got[r, c] == int(cells.any()), (policy, h, w, r, c)
+
+
+# -- compression at native size ------------------------------------------------------------
+def _items(paths: list[Path]) -> list[SourceItem]:
+    return [SourceItem(uri=str(p), key=p.name, data=p.read_bytes()) for p in paths]
+
+
+def _recheck(model: NiceModel, row: dict, data: bytes, source: bytes) -> None:
+    """Decode the stored file independently: source dimensions and orientation, smaller, the
+    same top-1 through the view, the ICC profile kept."""
+    src = decode_image(source)
+    out = Image.open(io.BytesIO(data))
+    out.load()
+    assert out.size == src.size == (row["width"], row["height"]), row["source_key"]
+    assert len(data) < len(source)
+    view = View(model.config.classifier)
+    pixels = np.asarray(out.convert("RGB"))
+    x = torch.from_numpy(view.apply(pixels)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        assert int(model.classifier(x).argmax(1)) == row["pred_source"] == row["pred_output"]
+    if src.icc:
+        assert out.info.get("icc_profile") == src.icc, row["source_key"]
+    assert "exif" not in out.info or not out.info["exif"], "metadata is stripped by default"
+    mask = unpack_mask(row)
+    assert mask.shape == (-(-row["height"] // row["block"]), -(-row["width"] // row["block"]))
+
+
+def test_real_photos_at_native_size(colour_model, tmp_path):
+    paths = photos.photo_folder(tmp_path / "src", n=10)
+    icc = tmp_path / "src" / "srgb_icc.jpg"
+    icc.write_bytes(photos.photo("chelsea", (700, 500), quality=90, icc_profile=photos.srgb_profile()))
+    paths.append(icc)
+    items = _items(paths)
+    results = Compressor(colour_model).compress(items)
+    assert len(results) == len(items), "every file one row"
+    by_key = {r.row["source_key"]: r for r in results}
+    for item in items:
+        res = by_key[item.key]
+        row = res.row
+        assert row["status"] in ("compressed", "kept_original"), (item.key, row["status"], row["error"])
+        if row["status"] == "compressed":
+            _recheck(colour_model, row, res.output, item.data)
+            assert row["block"] == 16 and row["codec_params"]
+    rotated = by_key["rotated6.jpg"].row
+    assert (rotated["width"], rotated["height"]) == (300, 400), "upright dimensions"
+    assert sum(r.row["status"] == "compressed" for r in results) >= 8
+
+
+def test_one_batch_of_views_for_many_shapes_and_a_pixel_budget(colour_model, tmp_path):
+    """The networks see one batch of views across native shapes; a small pixel budget splits the
+    work into chunks and gives the same rows."""
+    paths = photos.photo_folder(tmp_path / "src", n=10)
+    calls = []
+    c = Compressor(colour_model)
+    hook = c.classify.net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0])) \
+        if hasattr(c.classify.net, "register_forward_hook") else None
+    big = c.compress(_items(paths))
+    if hook is not None:
+        assert calls[0] == 10, f"the first classifier call classifies every view at once ({calls[:3]})"
+        hook.remove()
+    small = Compressor(colour_model, pixel_budget=300_000).compress(_items(paths))
+    key = lambda r: (r.row["source_key"], r.row["status"], r.row["output_bytes"], r.row["pred_source"])  # noqa: E731
+    assert [key(r) for r in big] == [key(r) for r in small]
+
+
+def test_a_panorama_wider_than_webp_is_an_outcome_not_a_failure(colour_model, tmp_path):
+    wide = photos.photo("rocket", (17000, 120), quality=90)
+    other = photos.photo("coffee", (640, 480), quality=90)
+    cfg = colour_model.config.with_overrides({"search": {"native_formats": ["webp"]}})
+    res = Compressor(colour_model, cfg).compress([SourceItem("wide.jpg", wide, "wide.jpg"),
+                                                  SourceItem("other.jpg", other, "other.jpg")])
+    rows = {r.row["source_key"]: r.row for r in res}
+    assert rows["wide.jpg"]["status"] == "kept_original"
+    assert "16383" in rows["wide.jpg"]["error"]
+    assert rows["other.jpg"]["status"] == "compressed"
+    # with other formats allowed the panorama is stored in one that holds it
+    res = Compressor(colour_model).compress([SourceItem("wide.jpg", wide, "wide.jpg")])
+    row = res[0].row
+    assert row["status"] in ("compressed", "kept_original") and "16383" in (row["error"] or "")
+    if row["status"] == "compressed":
+        assert row["format_out"] != "webp" and Image.open(io.BytesIO(res[0].output)).size == (17000, 120)
+
+
+def test_keep_metadata_keeps_exif_without_thumbnail(colour_model):
+    data = photos.rotated_jpeg("chelsea", (400, 300), orientation=6)
+    cfg = colour_model.config.with_overrides({"codec": {"strip_metadata": False}})
+    res = Compressor(colour_model, cfg).compress([SourceItem("r.jpg", data, "r.jpg")])[0]
+    assert res.row["status"] == "compressed", res.row["error"]
+    out = Image.open(io.BytesIO(res.output))
+    exif = out.getexif()
+    assert exif and exif.get(0x0112) == 1, "pixels are upright: orientation 1"
+    assert out.size == (400, 300)
+
+
+def test_user_weights_for_a_torchvision_architecture(tmp_path, capsys):
+    """`train-classifier --arch mobilenet_v3_small --classifier-weights FILE --epochs 0`: the
+    user's torchvision state dict becomes a NICE classifier with its view; a file for another
+    class count is one line and exit 2."""
+    from torchvision.models import mobilenet_v3_small
+
+    from nice.cli import main
+
+    src = tmp_path / "src"
+    for i, name in enumerate(["astronaut", "chelsea", "coffee", "rocket"] * 3):
+        d = src / f"c{i % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{i}.jpg").write_bytes(photos.photo(name, (120 + 10 * i, 90 + 5 * i), quality=85))
+    assert main(["ingest", f"folder:{src}", "--out", str(tmp_path / "ds")]) == 0
+    torch.manual_seed(0)
+    weights = tmp_path / "mine.pt"
+    torch.save(mobilenet_v3_small(weights=None, num_classes=2).state_dict(), weights)
+    capsys.readouterr()
+    args = ["train-classifier", "--dataset", str(tmp_path / "ds"), "--arch", "mobilenet_v3_small",
+            "--image-size", "96", "--classifier-weights", str(weights), "--epochs", "0"]
+    assert main([*args, "--out", str(tmp_path / "clf.pt")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["config"]["classifier"]["arch"] == "mobilenet_v3_small" and res["config"]["classifier"]["image_size"] == 96
+    from nice.checkpoint import load_classifier
+
+    clf, cfg, _ = load_classifier(tmp_path / "clf.pt")
+    mine = mobilenet_v3_small(weights=None, num_classes=2)
+    mine.load_state_dict(torch.load(weights, weights_only=True))
+    assert all(torch.equal(a, b) for a, b in zip(clf.net.state_dict().values(), mine.state_dict().values()))
+    torch.save(mobilenet_v3_small(weights=None, num_classes=5).state_dict(), weights)
+    done = subprocess.run([str(NICE), *args, "--out", str(tmp_path / "bad.pt")], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not fit" in lines[0], lines
+
+
+def test_compress_folder_of_native_photos_writes_native_rows(colour_model, tmp_path):
+    from nice.compress.folder import compress_folder
+
+    photos.photo_folder(tmp_path / "src", n=8)
+    model_dir = colour_model.save(tmp_path / "model")
+    summary = compress_folder(tmp_path / "src", tmp_path / "dst", NiceModel.load(model_dir),
+                              savings=tmp_path / "s.parquet", progress=False)
+    rows = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert len(rows) == 8 and summary.counts.get("failed", 0) == 0
+    for r in rows:
+        if r["status"] == "compressed":
+            out = Image.open(r["output_uri"])
+            assert out.size == (r["width"], r["height"])
+            assert r["mask_height"] == -(-r["height"] // r["block"])
