@@ -219,9 +219,14 @@ def _srgb_profile():
 
 
 @functools.cache
+@functools.cache
 def srgb_icc() -> bytes:
-    """The sRGB ICC profile bytes, which `DecodedImage.icc` holds after a CMS conversion."""
-    return _srgb_profile().tobytes()
+    """The sRGB ICC profile bytes, which `DecodedImage.icc` holds after a CMS conversion. lcms
+    stamps a creation time into the header (bytes 24-35); it is zeroed so that the same source
+    gives the same output bytes in every run (idempotent re-runs, stable ETags)."""
+    data = bytearray(_srgb_profile().tobytes())
+    data[24:36] = bytes(12)
+    return bytes(data)
 
 
 def _through_profile(img: Image.Image, icc: bytes) -> tuple[Image.Image, bytes | None]:

@@ -234,3 +234,13 @@ def test_compress_folder_of_native_photos_writes_native_rows(colour_model, tmp_p
             out = Image.open(r["output_uri"])
             assert out.size == (r["width"], r["height"])
             assert r["mask_height"] == -(-r["height"] // r["block"])
+
+
+def test_explain_draws_the_native_mask(colour_model, tmp_path):
+    from nice.evaluate.explain import explain_image
+
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(photos.photo("chelsea", (900, 600), quality=90))
+    ex = explain_image(colour_model, str(path), tmp_path / "out")
+    assert Path(ex.overlay).is_file() and 0 < ex.mask_density <= 1
+    assert Image.open(ex.overlay).size[0] > 300

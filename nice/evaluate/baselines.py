@@ -12,6 +12,7 @@ from PIL import Image
 
 from nice.classify import Classify
 from nice.codec import Effort, Rung, decode, encode, final_effort
+from nice.view import View
 
 SWEEP_QUALITIES = (10, 20, 30, 50, 70, 85, 95)
 
@@ -58,12 +59,17 @@ def quality_sweep(pixels: Sequence[np.ndarray], src_bytes: int, labels: Sequence
     cfg = model.config
     mode = "RGB" if cfg.classifier.in_channels == 3 else "L"
     clf = Classify(model.classifier)
+    view = View.of(cfg.classifier)
     y = np.asarray(labels)
-    points = [CurvePoint("source", "as stored", 1.0, float((clf.predict(pixels) == y).mean()))]
+
+    def predict(images: Sequence[np.ndarray]) -> np.ndarray:  # through the classifier's view
+        return clf.predict([view.apply(im) for im in images] if view is not None else images)
+
+    points = [CurvePoint("source", "as stored", 1.0, float((predict(pixels) == y).mean()))]
     effort = final_effort(cfg.codec, cfg.search)
     for fmt in formats:
         for q in qualities:
             sizes, back = reencode(pixels, mode, Rung(fmt, quality=int(q)), effort)
             points.append(CurvePoint(fmt, f"q{q}", float(sizes.sum()) / src_bytes,
-                                     float((clf.predict(back) == y).mean())))
+                                     float((predict(back) == y).mean())))
     return points

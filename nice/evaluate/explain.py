@@ -53,14 +53,22 @@ def explain_image(model: Any, uri: str, out_dir: str | Path) -> Explanation:
     mode = "RGB" if model.config.classifier.in_channels == 3 else "L"
     pixels = image_pixels(decode_image(data).image, mode)
     names = model.class_names or [str(i) for i in range(model.config.classifier.num_classes)]
+    block = row["block"] or model.config.gates.block
     if row["status"] == "compressed":
         grid = torch.from_numpy(unpack_mask(row)).float()[None, None]
         stored = decode(res.output, mode)
     else:
-        # The guard kept the source: show the mask the generator proposed at the model's tau.
-        grid = comp.gates.binarize(comp.log_alpha(to_float_batch(pixels[None])), model.config.guard.tau)
+        # The guard kept the source: show the mask the generator proposed at the model's tau,
+        # on the view, mapped onto the row's native blocks.
+        view = comp.view
+        seen = view.apply(pixels) if view is not None else pixels
+        z = comp.gates.binarize(comp.log_alpha(to_float_batch(seen[None])), model.config.guard.tau)
+        if view is not None:
+            z = torch.from_numpy(view.native_mask(z[0, 0].numpy(), view.geometry(*pixels.shape[:2]),
+                                                  model.config.gates.block, block))[None, None].float()
+        grid = z
         stored = pixels
-    keep = upsample_gates(grid, model.config.gates.block, pixels.shape[:2])[0, 0].numpy().astype(bool)
+    keep = upsample_gates(grid, block, pixels.shape[:2])[0, 0].numpy().astype(bool)
     density = float(keep.mean())
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
     axes[0].imshow(pixels, cmap="gray" if pixels.ndim == 2 else None)

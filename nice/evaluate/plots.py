@@ -24,16 +24,18 @@ def tinted(img: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return shown
 
 
-def mask_overlay_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], block: int,
+def mask_overlay_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], block: int | Sequence[int],
                       path: str | Path, titles: Sequence[str] | None = None, cols: int = 8) -> Path:
-    """Each image with its kept blocks shown and the dropped ones dimmed and tinted."""
+    """Each image with its kept blocks shown and the dropped ones dimmed and tinted; `block`
+    is the mask's block (one for all, or each row's native block)."""
+    blocks = [block] * len(images) if isinstance(block, int) else list(block)
     n = len(images)
     rows = max(1, (n + cols - 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.5), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for i, (img, grid) in enumerate(zip(images, masks)):
-        keep = np.kron(grid, np.ones((block, block), dtype=np.uint8))[: img.shape[0], : img.shape[1]].astype(bool)
+    for i, (img, grid, b) in enumerate(zip(images, masks, blocks)):
+        keep = np.kron(grid, np.ones((b, b), dtype=np.uint8))[: img.shape[0], : img.shape[1]].astype(bool)
         ax = axes.ravel()[i]
         ax.imshow(tinted(img, keep), interpolation="nearest")
         ax.set_title(titles[i] if titles else f"{keep.mean() * 100:.0f}% kept", fontsize=7)

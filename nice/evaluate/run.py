@@ -57,7 +57,8 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
         images["rate-accuracy"] = rate_accuracy_plot(curve, nice_point, out / "rate_accuracy.png")
         shown = [(p, r) for p, r in zip(pixels, picked) if r["status"] == "compressed"][:32]
         if shown:
-            images["masks"] = mask_overlay_grid([p for p, _ in shown], [unpack_mask(r) for _, r in shown], model.config.gates.block,
+            images["masks"] = mask_overlay_grid([p for p, _ in shown], [unpack_mask(r) for _, r in shown],
+                                                [r["block"] or model.config.gates.block for _, r in shown],
                                                 out / "mask_overlay_grid.png",
                                                 titles=[f"{r['mask_density'] * 100:.0f}% kept, {r['ratio']:.2f}x"
                                                         for _, r in shown])
