@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, features
@@ -165,10 +165,11 @@ def ladders(fmt: str, cfg: SearchConfig, grey: bool) -> list[list[Rung]]:
     return [lad for lad in out if lad]
 
 
-def search_formats(cfg: SearchConfig, source_format: str) -> list[str]:
-    """The output containers searched for a source of `source_format` (`source` resolved)."""
+def search_formats(formats: Sequence[str], source_format: str) -> list[str]:
+    """The output containers of `formats` (a search's `formats` or `native_formats`) for a
+    source of `source_format`, `source` resolved, each once."""
     out: list[str] = []
-    for f in cfg.formats:
+    for f in formats:
         fmt = output_format(CodecConfig(format=f), source_format)
         if fmt not in out:
             out.append(fmt)

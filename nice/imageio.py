@@ -219,7 +219,6 @@ def _srgb_profile():
 
 
 @functools.cache
-@functools.cache
 def srgb_icc() -> bytes:
     """The sRGB ICC profile bytes, which `DecodedImage.icc` holds after a CMS conversion. lcms
     stamps a creation time into the header (bytes 24-35); it is zeroed so that the same source

@@ -26,7 +26,7 @@ from nice.compress.savings import empty_row
 from nice.codec import Rung, final_effort, fixed_effort, fixed_rung, output_format, search_formats
 from nice.compress.native import NativeImage, NativeSearch
 from nice.compress.search import Masks, Outcome, Search
-from nice.config import MixingConfig, NiceConfig, SearchConfig
+from nice.config import MixingConfig, NiceConfig
 from nice.gates import HardConcrete
 from nice.imageio import DecodedImage, ImageRejected, decode_image, to_float_batch
 from nice.mixing import make_mixer
@@ -199,26 +199,27 @@ class Compressor:
             h, w_ = group[0].x.shape[:2]
             geom = self.view.geometry(h, w_) if self.view is not None else None
             sub = masks.subset(idx) if len(idx) < len(works) else masks
+            block = self.cfg.gates.block if geom is None else \
+                native_block(geom, self.cfg.gates.block, self.cfg.search.native_block)
+            for w in group:
+                w.block = block
             if geom is None or geom.identity:
-                for w in group:
-                    w.block = self.cfg.gates.block
                 outcomes = self.search.run(xv[idx], sub, [w.pred_src for w in group],
                                            [len(w.item.data) for w in group], [w.decoded.format for w in group],
                                            "RGB" if xv.shape[1] == 3 else "L", group[0].store_mode)
             elif h * w_ <= self.cfg.search.full_search_pixels:
-                outcomes = self._search_small(group, sub, geom)
+                outcomes = self._search_small(group, sub, geom, block)
             else:
-                outcomes = [self._search_native(w, sub, geom, j) for j, w in enumerate(group)]
+                grids = {lv: sub.make(lv)[:, 0].numpy() for lv in sub.levels}  # each level once per group
+                outcomes = [self._search_native(w, {lv: g[j] for lv, g in grids.items()}, geom, block)
+                            for j, w in enumerate(group)]
             out.extend((w, self._result(w, o, masks)) for w, o in zip(group, outcomes))
         return out
 
-    def _search_small(self, group: list[_Work], masks: Masks, geom: Geometry) -> list[Outcome]:
+    def _search_small(self, group: list[_Work], masks: Masks, geom: Geometry, block: int) -> list[Outcome]:
         """Small images off the view's size: the full search, every candidate at native size."""
-        sc, gc = self.cfg.search, self.cfg.gates
-        block = native_block(geom, gc.block, sc.native_block)
+        gc = self.cfg.gates
         pool = native_pool(geom, self.cfg.mixing.pool, block)
-        for w in group:
-            w.block = block
         mixing = MixingConfig(mode=self.cfg.mixing.mode, pool=pool)
         native = masks.mapped(lambda z: torch.from_numpy(np.stack([
             self.view.native_mask(zi[0].numpy(), geom, gc.block, block) for zi in z]))[:, None].float())
@@ -227,16 +228,12 @@ class Compressor:
         return search.run(to_float_batch(np.stack([w.x for w in group])), native, [w.pred_src for w in group],
                           [len(w.item.data) for w in group], [w.decoded.format for w in group], mode, mode)
 
-    def _search_native(self, w: _Work, masks: Masks, geom: Geometry, j: int) -> Outcome:
-        sc, gc = self.cfg.search, self.cfg.gates
-        block = native_block(geom, gc.block, sc.native_block)
-        w.block = block
-        levels = [(lv, self.view.native_mask(masks.make(lv)[j, 0].numpy(), geom, gc.block, block))
-                  for lv in masks.levels]
+    def _search_native(self, w: _Work, grids: dict[float, np.ndarray], geom: Geometry, block: int) -> Outcome:
+        """One large photo: `grids` its view gate grid at each mask level."""
+        levels = [(lv, self.view.native_mask(z, geom, self.cfg.gates.block, block)) for lv, z in grids.items()]
         d = w.decoded
-        img = NativeImage(w.x, geom, block, native_pool(geom, self.cfg.mixing.pool, block), len(w.item.data),
-                          w.pred_src, icc=getattr(d, "icc", None),
-                          exif=None if self.cfg.codec.strip_metadata else getattr(d, "exif", None))
+        img = NativeImage(w.x, block, native_pool(geom, self.cfg.mixing.pool, block), len(w.item.data),
+                          w.pred_src, icc=d.icc, exif=None if self.cfg.codec.strip_metadata else d.exif)
         o = self.native.run(img, levels, self._native_rungs(d.format, w.store_mode))
         w.tried = o.levels_tried  # native encodes verified
         return o
@@ -244,7 +241,7 @@ class Compressor:
     def _native_rungs(self, source_format: str, store_mode: str) -> list[Rung]:
         if not self.cfg.search.enabled:
             return [fixed_rung(self.cfg.codec, output_format(self.cfg.codec, source_format))]
-        fmts = search_formats(SearchConfig(formats=self.cfg.search.native_formats), source_format)
+        fmts = search_formats(self.cfg.search.native_formats, source_format)
         if store_mode == "L":  # lossy WebP/AVIF are YUV: a grey photo would come back tinted
             fmts = [f for f in fmts if f in ("jpeg", "png")] or ["jpeg"]
         q = self.cfg.search.native_quality

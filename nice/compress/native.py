@@ -19,7 +19,7 @@ keep their native pixels, the background is flat (`mean`, `zero`) or `pool`-pixe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -29,7 +29,7 @@ from PIL import Image, ImageFilter
 from nice.codec import CodecLimit, Effort, Rung, decode, encode, limit_reason
 from nice.compress.search import Choice, Outcome
 from nice.config import MixingConfig
-from nice.view import Geometry, View
+from nice.view import View
 
 ClassifyFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -82,14 +82,12 @@ class NativeImage:
     """One source at native size, as the native search needs it."""
 
     pixels: np.ndarray  # uint8 (H,W) or (H,W,3) in the stored mode
-    geometry: Geometry
     block: int  # native mask block
     pool: int  # native background block (lowres)
     source_bytes: int
     pred: int  # the source's top-1 through the view
     icc: bytes | None = None
     exif: bytes | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 class NativeSearch:
@@ -107,7 +105,7 @@ class NativeSearch:
     def run(self, img: NativeImage, levels: Sequence[tuple[float, np.ndarray]], rungs: Sequence[Rung]) -> Outcome:
         """`levels`: (level, native grid) candidates; `rungs`: one per format, in preference."""
         x, mode = img.pixels, ("L" if img.pixels.ndim == 2 else "RGB")
-        out = Outcome(None, notes=img.notes)
+        out = Outcome(None)
         # Sparsest first: the first candidate that verifies is the smallest the mask allows.
         order = sorted(levels, key=lambda lv: float(lv[1].mean()))
         bg = background(x, self.mixing, img.pool)
@@ -124,13 +122,14 @@ class NativeSearch:
                 usable.append(rung)
         if not passing or not usable:
             return out
+        first = mix(x, bg, passing[0][1], img.block)  # the format choice's and the first try's
         if len(usable) > 1:
-            usable = self._rank_formats(mix(x, bg, passing[0][1], img.block), mode, usable, out)
+            usable = self._rank_formats(first, mode, usable, out)
         tries = 0
         for level, grid in passing:
             if tries >= self.tries:
                 break
-            mixed = mix(x, bg, grid, img.block)
+            mixed = first if tries == 0 else mix(x, bg, grid, img.block)
             data = None
             for rung in usable:
                 try:

@@ -133,7 +133,7 @@ class Search:
     @classmethod
     def product(cls, cfg: NiceConfig, classify: ClassifyFn, mix: Mix) -> "Search":
         """The default path: `search.formats` x their ladders, probed low, stored at full effort."""
-        return cls(classify, mix, lambda src, grey: [lad for fmt in search_formats(cfg.search, src)
+        return cls(classify, mix, lambda src, grey: [lad for fmt in search_formats(cfg.search.formats, src)
                                                      for lad in ladders(fmt, cfg.search, grey)],
                    probe_effort(cfg.codec, cfg.search), final_effort(cfg.codec, cfg.search))
 

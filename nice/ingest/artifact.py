@@ -17,7 +17,6 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from nice.imageio import decode_image, to_tensor
@@ -87,11 +86,11 @@ class ShardDataset(IterableDataset):
     so memory does not grow with the dataset. Shuffles shard order and within a buffer."""
 
     def __init__(self, artifact: DatasetArtifact, split: str, shuffle: bool = False, seed: int = 0,
-                 buffer: int = 2048, size: int | None = None, read_batch: int = 256, view: Any = None) -> None:
+                 buffer: int = 2048, read_batch: int = 256, view: Any = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}")
         self.artifact, self.split, self.shuffle, self.seed = artifact, split, shuffle, seed
-        self.buffer, self.size, self.read_batch = buffer, size, read_batch
+        self.buffer, self.read_batch = buffer, read_batch
         self.view = view  # nice.view.View: every image reaches the model as its view
         self.epoch = 0
         self.length = int(artifact.manifest["counts"].get(split, 0))
@@ -103,8 +102,6 @@ class ShardDataset(IterableDataset):
         img = decode_image(data).image
         if self.artifact.channels == 3 and img.mode != "RGB":
             img = img.convert("RGB")
-        if self.size and img.size != (self.size, self.size):
-            img = img.resize((self.size, self.size), Image.Resampling.BILINEAR)
         x = to_tensor(img)
         return self.view.tensor(x) if self.view is not None else x
 

@@ -48,7 +48,7 @@ class StoredImages:
         self.window = rank_window(cfg.search.rank_smooth_px, cfg.gates.block)
         self.mode = "L" if cfg.classifier.in_channels == 1 else "RGB"
         grey = self.mode == "L"
-        self.rungs: list[Rung] = [r for fmt in search_formats(cfg.search, "PNG" if grey else "JPEG")
+        self.rungs: list[Rung] = [r for fmt in search_formats(cfg.search.formats, "PNG" if grey else "JPEG")
                                   for lad in ladders(fmt, cfg.search, grey) for r in lad]
         self.effort = probe_effort(cfg.codec, cfg.search)
         self.rng = np.random.default_rng(seed)
