@@ -242,3 +242,11 @@ def test_explain_draws_the_native_mask(colour_model, tmp_path):
     ex = explain_image(colour_model, str(path), tmp_path / "out")
     assert Path(ex.overlay).is_file() and 0 < ex.mask_density <= 1
     assert Image.open(ex.overlay).size[0] > 300
+
+
+def test_evaluate_on_a_test_set_of_several_sizes_says_what_to_use(colour_model):
+    from nice.evaluate.benchmark import RateAccuracy
+
+    files = [photos.photo("chelsea", (300, 200)), photos.photo("coffee", (640, 480))]
+    with pytest.raises(ValueError, match="one image size.*nice report"):
+        RateAccuracy(files, [0, 1], colour_model)

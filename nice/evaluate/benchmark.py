@@ -123,6 +123,12 @@ class RateAccuracy:
         self.mode = "RGB" if self.channels == 3 else "L"
         self.labels = np.asarray(labels)
         decoded = [decode_image(d) for d in sources]
+        sizes = sorted({d.size for d in decoded})
+        if len(sizes) > 1:
+            (w1, h1), (w2, h2) = sizes[:2]
+            raise ValueError(f"nice evaluate compares methods on a test set of one image size; this one has "
+                             f"{len(sizes)} ({w1}x{h1}, {w2}x{h2}, ...): for native-size photos use `nice compress` "
+                             "then `nice report` (rates and masks at native size)")
         self.formats = [d.format for d in decoded]
         self.pixels = np.stack([image_pixels(d.image, self.mode) for d in decoded])  # same shape required
         self.x = to_float_batch(self.pixels)
