@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="NICE vs codec, oracle, downsampling and other-mask baselines; "
                                         "explanation metrics; HTML + Markdown report")
     p.add_argument("--model", required=True, help="model directory or MLflow URI")
-    p.add_argument("--dataset", required=True, help="mnist | fashion-mnist | a `nice ingest` artifact | class/file folder")
+    p.add_argument("--dataset", required=True, help="mnist | fashion-mnist | a `nice ingest` artifact | class/file "
+                   "folder (any image sizes: off the view's size, methods are compared at native size)")
     p.add_argument("--out", required=True, help="directory for report.html, report.md, benchmark.json, plots")
     p.add_argument("--limit", type=int, default=2000, help="test images (0 = all)")
     p.add_argument("--explain-limit", dest="explain_limit", type=int, default=500,

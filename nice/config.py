@@ -89,6 +89,12 @@ class ClassifierTrainConfig:
     stored_epochs: int = 1
     stored_lr: float = 3e-4
     stored_max_drop: float = 0.5
+    # Augmentation through the view: a random crop of `crop_scale` x the image's area (aspect
+    # within 3:4..4:3, torchvision's RandomResizedCrop), then the view. "auto" crops images
+    # larger than the view on both sides (photos; the crop still holds most of the object)
+    # and leaves images at or below it alone (a crop of a 28x28 digit cuts strokes off).
+    augment: str = "auto"  # auto | crop | none
+    crop_scale: tuple[float, float] = (0.35, 1.0)
 
 
 @dataclass

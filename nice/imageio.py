@@ -312,7 +312,8 @@ def decoded_pixels(data: bytes, mode: str) -> np.ndarray:
 
 def to_float_batch(pixels: np.ndarray) -> torch.Tensor:
     """(N,H,W) or (N,H,W,3) uint8 -> (N,C,H,W) float in [0,1], in one conversion per batch."""
-    t = torch.from_numpy(pixels)
+    # A decoded image's array is read-only; the float conversion copies anyway.
+    t = torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy())
     t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
     return t.float().div_(255.0)
 

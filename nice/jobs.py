@@ -139,7 +139,7 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
     from nice.models.classifiers import load_user_weights
     from nice.training.classifier import train_classifier
     from nice.training.common import predict
-    from nice.view import View
+    from nice.view import Augment, View
 
     ctx = ctx or StepContext()
     configure_threads()
@@ -150,7 +150,7 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
         cfg.classifier.image_size = view_size_for(sizes)
     check_dataset_fits(cfg, dataset, channels, sizes, "the classifier")
     view = View(cfg.classifier)
-    train, val, names, channels = training_data(dataset, view=view)
+    train, val, names, channels = training_data(dataset, view=view, augment=Augment.of(view, cfg.train_classifier))
     cfg.classifier.num_classes = len(names)
     initial = None
     if weights:

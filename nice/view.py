@@ -23,7 +23,7 @@ view), which keeps small-image datasets bit-identical to a model without views.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -119,7 +119,8 @@ class View:
             return x
         arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
         arr = arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
-        v = torch.from_numpy(np.ascontiguousarray(self.apply(arr)))
+        out = self.apply(arr)
+        v = torch.from_numpy(out if out.flags.writeable and out.flags.c_contiguous else np.array(out))
         v = v.unsqueeze(0) if v.ndim == 2 else v.permute(2, 0, 1)
         return v.float().div_(255.0)
 
@@ -162,6 +163,44 @@ class View:
         count = (prefix[np.ix_(r1, k1)] - prefix[np.ix_(r0, k1)] - prefix[np.ix_(r1, k0)]
                  + prefix[np.ix_(r0, k0)])
         return (count > 0).astype(np.uint8)
+
+
+AUGMENTS = ("auto", "crop", "none")
+CROP_RATIO = (3 / 4, 4 / 3)
+
+
+class Augment:
+    """Training augmentation that respects the view: a random resized crop of the native image
+    (torchvision's RandomResizedCrop box: `scale` of the area, aspect 3:4..4:3), then the view's
+    own policy, so a training crop reaches the network exactly as a stored image would.
+    `auto` crops only images larger than the view on both sides (see ClassifierTrainConfig)."""
+
+    def __init__(self, view: View, mode: str = "auto", scale: Sequence[float] = (0.35, 1.0)) -> None:
+        if mode not in AUGMENTS:
+            raise ValueError(f"train_classifier.augment must be one of {AUGMENTS}, got {mode!r}")
+        lo, hi = (float(v) for v in scale)
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"train_classifier.crop_scale must be 0 < low <= high <= 1, got {tuple(scale)}")
+        self.view, self.mode, self.scale = view, mode, (lo, hi)
+
+    @classmethod
+    def of(cls, view: "View | None", cfg: Any) -> "Augment | None":
+        """The augmentation of `cfg` (a ClassifierTrainConfig); None when it can never crop."""
+        if view is None or cfg.augment == "none" or tuple(cfg.crop_scale) == (1.0, 1.0):
+            return None
+        return cls(view, cfg.augment, cfg.crop_scale)
+
+    def crops(self, height: int, width: int) -> bool:
+        return self.mode == "crop" or min(height, width) > self.view.size
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """A float image (C,H,W) in [0,1] -> a random crop of it through the view (C',S,S)."""
+        from torchvision.transforms import RandomResizedCrop
+
+        if self.crops(*x.shape[-2:]):
+            i, j, h, w = RandomResizedCrop.get_params(x, list(self.scale), list(CROP_RATIO))
+            x = x[..., i:i + h, j:j + w]
+        return self.view.tensor(x)
 
 
 def native_block(g: Geometry, gate_block: int, codec_block: int) -> int:

@@ -71,6 +71,51 @@ def test_center_crop_is_torchvisions_resize_then_crop():
     assert v.apply(np.zeros((480, 640, 3), np.uint8)).shape == (224, 224, 3)
 
 
+def test_training_crops_respect_the_view():
+    from torchvision.transforms.functional import to_tensor
+
+    from nice.config import ClassifierTrainConfig
+    from nice.view import Augment
+
+    v = View(ClassifierConfig(arch="resnet", in_channels=3, image_size=64))
+    aug = Augment.of(v, ClassifierTrainConfig())  # auto: photos are cropped, small images not
+    photo = to_tensor(photos.photo_image("astronaut", (640, 480)))
+    torch.manual_seed(0)
+    a, b = aug(photo), aug(photo)
+    assert a.shape == b.shape == (3, 64, 64) and not torch.equal(a, b), "a new crop each time"
+    assert not torch.equal(a, v.tensor(photo)), "a crop differs from the whole view"
+    small = torch.rand(3, 48, 64)
+    assert torch.equal(aug(small), v.tensor(small)), "auto leaves images at or below the view alone"
+    crop = Augment(v, "crop", (0.5, 0.5))
+    assert not torch.equal(crop(small), v.tensor(small)) and crop(small).shape == (3, 64, 64)
+    assert Augment.of(v, ClassifierTrainConfig(augment="none")) is None
+    assert Augment.of(v, ClassifierTrainConfig(crop_scale=(1.0, 1.0))) is None
+    with pytest.raises(ValueError, match="augment must be one of"):
+        Augment(v, "flip")
+    with pytest.raises(ValueError, match="crop_scale"):
+        Augment(v, "crop", (0.0, 1.0))
+
+
+def test_training_data_of_photos_crops_the_train_split_only(tmp_path):
+    from nice.config import ClassifierTrainConfig
+    from nice.data.sources import training_data
+    from nice.ingest.build import IngestOptions, ingest
+    from nice.view import Augment
+
+    for cls in ("cat", "cup"):
+        photos.photo_folder(tmp_path / "src" / cls, n=10)
+    art = ingest(f"folder:{tmp_path / 'src'}", tmp_path / "ds", IngestOptions(progress=False, val_fraction=0.2,
+                                                                               test_fraction=0))
+    v = View(ClassifierConfig(arch="resnet", in_channels=3, image_size=64))
+    train, val, _, _ = training_data(str(tmp_path / "ds"), view=v, augment=Augment.of(v, ClassifierTrainConfig()))
+    torch.manual_seed(0)
+    first, second = [x for x, _ in train], [x for x, _ in train]
+    assert all(x.shape == (3, 64, 64) for x in first)
+    assert sum(not torch.equal(a, b) for a, b in zip(sorted(first, key=torch.sum), sorted(second, key=torch.sum))) > 0
+    v1, v2 = [x for x, _ in val], [x for x, _ in val]
+    assert all(torch.equal(a, b) for a, b in zip(v1, v2)), "validation sees the plain view"
+
+
 @pytest.mark.parametrize("policy", ["letterbox", "resize", "center_crop"])
 def test_native_mask_is_conservative(policy):
     """Brute force: a native block is kept iff some open view gate overlaps its view footprint."""
@@ -244,9 +289,28 @@ def test_explain_draws_the_native_mask(colour_model, tmp_path):
     assert Image.open(ex.overlay).size[0] > 300
 
 
-def test_evaluate_on_a_test_set_of_several_sizes_says_what_to_use(colour_model):
-    from nice.evaluate.benchmark import RateAccuracy
+def test_evaluate_compares_methods_at_native_size(colour_model, tmp_path):
+    """`nice evaluate` on photos of several sizes: every method encodes the native image and is
+    classified through the view; NICE's point is the compress engine's own output."""
+    from nice.evaluate.benchmark import run_benchmark
+    from nice.evaluate.native_benchmark import needs_native
 
-    files = [photos.photo("chelsea", (300, 200)), photos.photo("coffee", (640, 480))]
-    with pytest.raises(ValueError, match="one image size.*nice report"):
-        RateAccuracy(files, [0, 1], colour_model)
+    files = [photos.photo(name, size, quality=90) for name, size in
+             (("chelsea", (300, 200)), ("coffee", (240, 320)), ("astronaut", (256, 256)), ("rocket", (320, 180)))]
+    labels = [0, 1, 2, 3]
+    assert needs_native(files, colour_model)
+    b = run_benchmark(files, labels, colour_model, qualities=(10, 50), explain_limit=4,
+                      explain_methods=("nice", "gradcam"))
+    by = {(p.method, p.setting): p for p in b.points}
+    assert b.images == 4 and b.source_bytes == sum(map(len, files))
+    assert {m for m, _ in by} == {"nice", "jpeg", "webp", "oracle", "oracle-webp", "downsample"}
+    nice = next(p for p in b.points if p.method == "nice")
+    assert nice.guarded and nice.flips == 0 and 0 < nice.bytes_ratio <= 1.0
+    q10, q50 = by[("jpeg", "q10")], by[("jpeg", "q50")]
+    assert q10.bytes_ratio < q50.bytes_ratio < 1.0, "real native encodes: more quality, more bytes"
+    assert by[("oracle", "lowest JPEG q keeping the prediction")].flips == 0
+    assert {e.method for e in b.explain} == {"nice", "gradcam"} and b.examples is not None
+    assert b.examples.pixels.shape[1:] == (64, 64, 3), "explanations are measured on the views"
+    # A one-size test set at the view's own size keeps the one-size benchmark.
+    same = [photos.photo("chelsea", (64, 64)), photos.photo("coffee", (64, 64))]
+    assert not needs_native(same, colour_model)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
+
+import torch
 
 from torch.utils.data import Dataset
 
@@ -11,7 +13,7 @@ from nice.data.arrays import ArrayImageDataset
 from nice.data.mnist import CLASS_NAMES, ImageSplit, load_split
 
 if TYPE_CHECKING:
-    from nice.view import View
+    from nice.view import Augment, View
 
 BUILTIN = tuple(CLASS_NAMES)
 
@@ -40,30 +42,37 @@ def export_png_folder(split: ImageSplit, out: str | Path, limit: int | None = No
     return out
 
 
-def training_data(spec: str, limit: int | None = None, view: "View | None" = None):
+def training_data(spec: str, limit: int | None = None, view: "View | None" = None,
+                  augment: "Augment | None" = None):
     """(train, val, class_names, channels) for a builtin name or a Dataset artifact directory,
-    each image seen through the classifier's `view` (any source size is valid).
+    each image seen through the classifier's `view` (any source size is valid); training
+    images through `augment` when given (a random crop, then the view).
 
     Builtin MNIST / Fashion-MNIST validate on their test split (as in the core issue); an
     artifact trains on its train split and validates on its val split."""
     if spec in BUILTIN:
         train, split = load_builtin(spec, "train", limit=limit)
         test, _ = load_builtin(spec, "test")
+        if augment is not None:
+            train = ViewedDataset(train, augment)
+        elif view is not None and not view.geometry(28, 28).identity:
+            train = ViewedDataset(train, view.tensor)
         if view is not None and not view.geometry(28, 28).identity:
-            train, test = ViewedDataset(train, view), ViewedDataset(test, view)
+            test = ViewedDataset(test, view.tensor)
         return train, test, split.class_names, 1
     from nice.ingest import DatasetArtifact
 
     art = DatasetArtifact.open(spec)
     val_split = "val" if art.manifest["counts"].get("val") else "test"
-    return (art.dataset("train", shuffle=True, view=view), art.dataset(val_split, view=view), art.class_names,
-            art.channels)
+    return (art.dataset("train", shuffle=True, view=view, augment=augment), art.dataset(val_split, view=view),
+            art.class_names, art.channels)
 
 
 class ViewedDataset(Dataset):
-    """A map-style dataset of (image, label) seen through a view."""
+    """A map-style dataset of (image, label) seen through a view (`View.tensor`, or an
+    `Augment`: a random crop, then the view)."""
 
-    def __init__(self, base: Dataset, view: "View") -> None:
+    def __init__(self, base: Dataset, view: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.base, self.view = base, view
 
     def __len__(self) -> int:
@@ -71,4 +80,4 @@ class ViewedDataset(Dataset):
 
     def __getitem__(self, i: int):
         x, y = self.base[i]
-        return self.view.tensor(x), y
+        return self.view(x), y

@@ -124,15 +124,31 @@ class RateAccuracy:
         self.labels = np.asarray(labels)
         decoded = [decode_image(d) for d in sources]
         sizes = sorted({d.size for d in decoded})
-        if len(sizes) > 1:
-            (w1, h1), (w2, h2) = sizes[:2]
-            raise ValueError(f"nice evaluate compares methods on a test set of one image size; this one has "
-                             f"{len(sizes)} ({w1}x{h1}, {w2}x{h2}, ...): for native-size photos use `nice compress` "
-                             "then `nice report` (rates and masks at native size)")
+        if len(sizes) > 1:  # run_benchmark sends these to the native benchmark
+            raise ValueError(f"RateAccuracy takes a test set of one image size; this one has {len(sizes)}")
         self.formats = [d.format for d in decoded]
-        self.pixels = np.stack([image_pixels(d.image, self.mode) for d in decoded])  # same shape required
-        self.x = to_float_batch(self.pixels)
+        self.pixels = np.stack([image_pixels(d.image, self.mode) for d in decoded])
         self.src_bytes = np.array([len(d) for d in sources])
+        self._classify()
+
+    @classmethod
+    def of_views(cls, views: np.ndarray, labels: Sequence[int], model: Any) -> "RateAccuracy":
+        """The explanation metrics' view of a native test set: its images as the classifier
+        sees them (no source bytes: the rate points are measured at native size)."""
+        ra = cls.__new__(cls)
+        ra.model, ra.cfg = model, model.config
+        ra.channels = ra.cfg.classifier.in_channels
+        ra.mode = "RGB" if ra.channels == 3 else "L"
+        ra.labels = np.asarray(labels)
+        ra.formats = ["PNG"] * len(views)
+        ra.pixels = views
+        ra.src_bytes = np.zeros(len(views), dtype=np.int64)
+        ra._classify()
+        return ra
+
+    def _classify(self) -> None:
+        model = self.model
+        self.x = to_float_batch(self.pixels)
         self.clf = Classify(model.classifier)
         self.src_preds = self.clf.probs(self.x).argmax(1).numpy()
         self.src_acc = float((self.src_preds == self.labels).mean())
@@ -300,6 +316,11 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model: Any, t
         if progress:
             print(f"[evaluate {time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
+    from nice.evaluate.native_benchmark import needs_native, run_native_benchmark
+
+    if needs_native(sources, model):
+        return run_native_benchmark(sources, labels, model, qualities=qualities, explain_limit=explain_limit,
+                                    explain_methods=explain_methods, progress=progress)
     ra = RateAccuracy(sources, labels, model)
     say(f"{len(ra.x)} images, source accuracy {ra.src_acc * 100:.2f}%")
     points: list[RatePoint] = []

@@ -86,12 +86,13 @@ class ShardDataset(IterableDataset):
     so memory does not grow with the dataset. Shuffles shard order and within a buffer."""
 
     def __init__(self, artifact: DatasetArtifact, split: str, shuffle: bool = False, seed: int = 0,
-                 buffer: int = 2048, read_batch: int = 256, view: Any = None) -> None:
+                 buffer: int = 2048, read_batch: int = 256, view: Any = None, augment: Any = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}")
         self.artifact, self.split, self.shuffle, self.seed = artifact, split, shuffle, seed
         self.buffer, self.read_batch = buffer, read_batch
         self.view = view  # nice.view.View: every image reaches the model as its view
+        self.augment = augment  # nice.view.Augment (training): a random crop, then the view
         self.epoch = 0
         self.length = int(artifact.manifest["counts"].get(split, 0))
 
@@ -103,6 +104,8 @@ class ShardDataset(IterableDataset):
         if self.artifact.channels == 3 and img.mode != "RGB":
             img = img.convert("RGB")
         x = to_tensor(img)
+        if self.augment is not None:
+            return self.augment(x)
         return self.view.tensor(x) if self.view is not None else x
 
     def _rows(self) -> Iterator[tuple[bytes, int]]:
