@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nice.checkpoint import CheckpointError, load_classifier, load_generator, save_checkpoint
+from nice.checkpoint import CheckpointError, load_classifier, load_generator, read_checkpoint, save_checkpoint
 from nice.config import NiceConfig
+from nice.lineage import Lineage, resolve_registered, weights_digest
 
 CLASSIFIER_FILE = "classifier.pt"
 GENERATOR_FILE = "mask_generator.pt"
@@ -28,6 +29,13 @@ class NiceModel:
     config: NiceConfig
     uri: str = ""
     class_names: list[str] | None = None
+    run_id: str = ""  # the MLflow run that logged it, when it came from the registry
+    digest: str = ""  # weights_digest of both networks; computed on first use when empty
+
+    def lineage(self) -> Lineage:
+        if not self.digest:
+            self.digest = weights_digest(self.classifier.state_dict(), self.generator.state_dict())
+        return Lineage(self.uri, self.run_id, self.digest)
 
     def save(self, path: str | Path, meta: dict | None = None) -> Path:
         path = Path(path)
@@ -74,9 +82,18 @@ class ModelRef:
     config: NiceConfig
     uri: str
     class_names: list[str] | None = None
+    run_id: str = ""
+    digest: str = ""
+
+    def lineage(self) -> Lineage:
+        if not self.digest:
+            # mmap: hashing reads the tensors' bytes once, nothing is built.
+            self.digest = weights_digest(read_checkpoint(self.path / CLASSIFIER_FILE, "classifier", mmap=True)[0],
+                                         read_checkpoint(self.path / GENERATOR_FILE, "mask_generator", mmap=True)[0])
+        return Lineage(self.uri, self.run_id, self.digest)
 
     @classmethod
-    def open(cls, path: str | Path, uri: str | None = None) -> "ModelRef":
+    def open(cls, path: str | Path, uri: str | None = None, run_id: str = "") -> "ModelRef":
         path = Path(path)
         _check_model_dir(path)
         # The config in the checkpoints is the one used (nice.json is a readable copy). mmap:
@@ -89,11 +106,12 @@ class ModelRef:
         names = None
         if (path / CONFIG_FILE).is_file():
             names = json.loads((path / CONFIG_FILE).read_text()).get("class_names")
-        return cls(path=path, config=cfg, uri=uri or str(path.resolve()), class_names=names)
+        return cls(path=path, config=cfg, uri=uri or str(path.resolve()), class_names=names, run_id=run_id)
 
     def load(self) -> NiceModel:
         model = NiceModel.load(self.path)
-        model.uri = self.uri
+        model.uri, model.run_id = self.uri, self.run_id
+        model.digest = self.digest  # the same weights: the file digest, if computed already
         return model
 
 
@@ -110,18 +128,20 @@ def networks(model: "NiceModel | ModelRef") -> NiceModel:
 
 def resolve_model_ref(uri: str | Path) -> ModelRef:
     """A local model directory, or an MLflow `models:/...` / `runs:/...` URI downloaded first;
-    nothing is built (see `ModelRef.load`)."""
+    nothing is built (see `ModelRef.load`). An alias (`models:/name@champion`) is resolved to
+    its version first, and that version is downloaded and recorded (nice.lineage)."""
     text = str(uri)
     if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         try:
             import mlflow.artifacts
         except ImportError as exc:  # pragma: no cover - mlflow is part of the pipeline install
             raise ValueError(f"{text}: MLflow URIs need the mlflow package") from exc
-        local = mlflow.artifacts.download_artifacts(artifact_uri=text)
+        resolved, run_id = resolve_registered(text)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=resolved)
         candidates = [Path(local)] + [p.parent for p in Path(local).rglob(GENERATOR_FILE)]
         for c in candidates:
             if (c / GENERATOR_FILE).is_file() and (c / CLASSIFIER_FILE).is_file():
-                return ModelRef.open(c, uri=text)  # rows record the registry URI
+                return ModelRef.open(c, uri=resolved, run_id=run_id)  # rows record the version
         raise FileNotFoundError(f"{text} holds no NICE model directory")
     return ModelRef.open(text)
 

@@ -36,9 +36,10 @@ def save_checkpoint(path: str | Path, kind: str, model: nn.Module, cfg: NiceConf
     return path
 
 
-def read_checkpoint(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], NiceConfig, dict[str, Any]]:
+def read_checkpoint(path: str | Path, kind: str,
+                    mmap: bool = False) -> tuple[dict[str, torch.Tensor], NiceConfig, dict[str, Any]]:
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # unpickling errors come in many types
         raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -176,7 +176,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         return 0
     _print(compress_step(args.src, args.dst, args.model, overrides=overrides, threads=args.threads,
                          endpoint_url=args.endpoint_url, shard_size=args.shard_size, batch_size=args.batch_size,
-                         workers=args.workers, since_last=args.since_last,
+                         workers=args.workers, since_last=args.since_last, reprocess=args.reprocess or "",
+                         reprocess_limit=args.reprocess_limit,
                          savings=str(args.savings) if args.savings else None))
     return 0
 
@@ -330,7 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", nargs="?", default="")
     p.add_argument("--model", required=True, help="model directory, or an MLflow models:/ or runs:/ URI")
     p.add_argument("--savings", type=Path, help="also write the merged savings Parquet here")
-    p.add_argument("--since-last", action="store_true", help="rows only for objects new or changed since the last run")
+    p.add_argument("--since-last", action="store_true", help="rows only for objects new or changed since the last run "
+                   "(outputs made by an older model are counted in the summary, not redone)")
+    p.add_argument("--reprocess", choices=["older-models"],
+                   help="with --since-last: also redo outputs made by another model, --reprocess-limit a run")
+    p.add_argument("--reprocess-limit", dest="reprocess_limit", type=int, default=5000,
+                   help="older-model outputs redone per run with --reprocess (default 5000)")
     p.add_argument("--dry-run", action="store_true", help="estimate savings on a sample, write nothing")
     p.add_argument("--sample", type=int, default=200, help="objects sampled by --dry-run")
     p.add_argument("--shard-size", type=int, default=1000)

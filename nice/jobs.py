@@ -235,11 +235,35 @@ def archive_run(source: str | Path, destination: str | Path, model: "str | Path 
     from nice.compress.archive import ArchiveOptions, ArchiveRun
     from nice.storage import open_store
 
+    from nice.lineage import resolve_registered
+
     src, dst = open_store(source, endpoint_url), open_store(destination, endpoint_url)
+    if isinstance(model, (str, Path)) and options.get("run_id"):
+        # The shards and the finish of a planned run use the version the plan resolved, even
+        # if the alias moved in between.
+        planned = planned_model(dst, options["run_id"])
+        if planned and str(model).startswith("models:/"):
+            model = planned
     ref = model if isinstance(model, (NiceModel, ModelRef)) else resolve_model_ref(model)
     if model_uri:
-        ref.uri = model_uri  # rows record the registry URI, not a temporary download path
+        # Rows record the registry version, not a temporary download path (nor an alias).
+        try:
+            ref.uri, ref.run_id = resolve_registered(model_uri)
+        except Exception:  # noqa: BLE001 - registry unreachable: record what was given
+            ref.uri = model_uri
     return ArchiveRun(src, dst, ref, ref.config.with_overrides(overrides), ArchiveOptions(**options))
+
+
+def planned_model(dst: Any, run_id: str) -> str | None:
+    """The registry version a planned archive run resolved (its manifest), if any."""
+    import json
+
+    try:
+        manifest = json.loads(dst.get(f"_nice/runs/{run_id}/manifest.json"))
+    except (FileNotFoundError, ValueError):
+        return None
+    uri = manifest.get("model_uri") or ""
+    return uri if uri.startswith("models:/") else None
 
 
 def compress_step(src: str, dst: str, model: "str | Path | NiceModel | ModelRef", ctx: StepContext | None = None,

@@ -10,8 +10,11 @@ Layout at DST (all under `_nice/`, never mixed with outputs):
 Exactly-once: an object's output is uploaded *before* its row is committed in a part file.
 A killed run leaves at most outputs without rows; the rerun resumes the same run (same id),
 skips every key that has a committed row, and re-processes the rest, overwriting those
-outputs with identical bytes. Idempotent: an object whose (key, ETag, config hash) matches
-the index is not processed again.
+outputs with identical bytes. Idempotent: an object whose (key, ETag, config hash, model
+digest) matches the index is not processed again; an output made by another model (a new
+champion) is redone by a full run, and by a `--since-last` run only with
+`reprocess="older-models"`, at most `reprocess_limit` objects a run (bounded batches for a
+scheduled job); the summary counts the outputs still from older models.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from nice.storage import LocalStore, ObjectInfo, Store, label_of
 log = logging.getLogger(__name__)
 META = "_nice"
 RETRYABLE = {"failed"}  # statuses whose objects are tried again by the next run
+REPROCESS = ("", "older-models")
 
 
 @dataclass
@@ -57,6 +61,10 @@ class ArchiveOptions:
     label_from_dir: bool = True  # `class_name/file` keys give labels when the model knows the class
     class_names: list[str] | None = None  # label folders by these names instead of the model's
     run_id: str | None = None
+    # With since_last: also redo outputs made by another model ("older-models"), at most
+    # `reprocess_limit` a run, in key order (so every shard of a fanned-out run agrees).
+    reprocess: str = ""
+    reprocess_limit: int = 5000
 
 
 @dataclass
@@ -181,8 +189,13 @@ class ArchiveRun:
         # A copy: the caller's options are never changed (the planned shard size lives here).
         self.opts = dataclasses.replace(opts) if opts else ArchiveOptions()
         self.shard_size = self.opts.shard_size
+        if self.opts.reprocess not in REPROCESS:
+            raise ValueError(f"reprocess must be one of {REPROCESS[1:]}, got {self.opts.reprocess!r}")
+        if self.opts.reprocess_limit < 0:
+            raise ValueError("reprocess_limit must be >= 0")
         self.exclude = _inside(src, dst)
         self.config_hash = self.cfg.hash()
+        self.lineage = model.lineage()  # which model makes this run's outputs (nice.lineage)
         self.run_id = self.opts.run_id or self._resumable_run() or (
             datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6])
         self.prefix = f"{META}/runs/{self.run_id}"
@@ -208,7 +221,8 @@ class ArchiveRun:
             return None
         manifest = _get_json(self.dst, f"{META}/runs/{latest['run_id']}/manifest.json") or {}
         if (manifest.get("status") == "running" and manifest.get("source") == self.src.uri
-                and manifest.get("config_hash") == self.config_hash):
+                and manifest.get("config_hash") == self.config_hash
+                and manifest.get("model_digest", self.lineage.digest) == self.lineage.digest):
             log.info("resuming interrupted run %s", latest["run_id"])
             return str(latest["run_id"])
         return None
@@ -227,12 +241,38 @@ class ArchiveRun:
                     rows[r["source_key"]] = r
         return rows
 
-    def _is_unchanged(self, obj: ObjectInfo) -> dict[str, Any] | None:
+    def _previous(self, obj: ObjectInfo) -> dict[str, Any] | None:
+        """The index row of an object whose source and config are unchanged (any model)."""
         prev = self.index.get(obj.key)
         if (prev and prev["source_etag"] == obj.etag and prev["config_hash"] == self.config_hash
                 and prev["status"] not in RETRYABLE):
             return prev
         return None
+
+    def _is_unchanged(self, obj: ObjectInfo) -> dict[str, Any] | None:
+        """Done already: same source, config and model."""
+        prev = self._previous(obj)
+        return prev if prev is not None and prev.get("model_digest") == self.lineage.digest else None
+
+    def _from_older_model(self, obj: ObjectInfo) -> bool:
+        prev = self._previous(obj)
+        return prev is not None and prev.get("model_digest") != self.lineage.digest
+
+    def _left_alone(self, obj: ObjectInfo, reprocess: set[str]) -> bool:
+        """No row in this run on purpose: a --since-last run leaves unchanged objects alone, and
+        outputs of older models unless they are among this run's `reprocess` batch."""
+        if not self.opts.since_last:
+            return False
+        return self._is_unchanged(obj) is not None or (self._from_older_model(obj) and obj.key not in reprocess)
+
+    def reprocess_batch(self, objects: list[ObjectInfo]) -> set[str]:
+        """The older-model outputs this --since-last run redoes: the first `reprocess_limit`
+        in key order (the same set in every process of a fanned-out run: the index is read at
+        the start and only rewritten by finish)."""
+        if not (self.opts.since_last and self.opts.reprocess == "older-models"):
+            return set()
+        older = [o.key for o in objects if self._from_older_model(o)]
+        return set(older[:self.opts.reprocess_limit])
 
     # -- run --------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -242,9 +282,10 @@ class ArchiveRun:
         done = self._committed()
         bar = tqdm(total=len(objects), desc="compress", unit="obj", disable=not self.opts.progress,
                    initial=sum(1 for o in objects if o.key in done))
+        reprocess = self.reprocess_batch(objects)
         with ThreadPoolExecutor(self.opts.workers) as pool:
             for shard in make_shards(objects, self.shard_size):
-                self.process_shard(shard, done, pool, bar)
+                self.process_shard(shard, done, pool, bar, reprocess)
         bar.close()
         return self.finish(objects, done, t0)
 
@@ -256,7 +297,8 @@ class ArchiveRun:
         self.shard_size = shard_size_for(len(objects), self.opts.shard_size, self.opts.max_shards)
         manifest = _get_json(self.dst, f"{self.prefix}/manifest.json") or {
             "run_id": self.run_id, "source": self.src.uri, "destination": self.dst.uri,
-            "config_hash": self.config_hash, "model_uri": self.model.uri,
+            "config_hash": self.config_hash, "model_uri": self.lineage.uri,
+            "model_run_id": self.lineage.run_id, "model_digest": self.lineage.digest,
             "started_at": datetime.now(timezone.utc).isoformat()}
         manifest.update(status="running", objects_listed=len(objects), shard_size=self.shard_size,
                         shards=len(make_shards(objects, self.shard_size)))
@@ -281,8 +323,9 @@ class ArchiveRun:
             raise IndexError(f"run {self.run_id} has {len(shards)} shards, not {index + 1}")
         shard = shards[index]
         done = self._committed(f"{shard.name}-")
+        reprocess = self.reprocess_batch([o for s in shards for o in s.objects])
         with ThreadPoolExecutor(self.opts.workers) as pool:
-            self.process_shard(shard, done, pool, None)
+            self.process_shard(shard, done, pool, None, reprocess)
         return len(shard.objects)
 
     def finish(self, objects: list[ObjectInfo] | None = None, done: dict[str, dict[str, Any]] | None = None,
@@ -291,9 +334,10 @@ class ArchiveRun:
         t0 = t0 if t0 is not None else time.perf_counter()
         objects = objects if objects is not None else self.planned_objects()
         done = done if done is not None else self._committed()
-        # With --since-last, unchanged objects get no row on purpose.
-        missing = [o.key for o in objects if o.key not in done
-                   and not (self.opts.since_last and self._is_unchanged(o))]
+        # With --since-last, unchanged objects (and older-model outputs not in this run's
+        # batch) get no row on purpose.
+        reprocess = self.reprocess_batch(objects)
+        missing = [o.key for o in objects if o.key not in done and not self._left_alone(o, reprocess)]
         if missing:
             raise RuntimeError(f"run {self.run_id}: {len(missing)} objects have no row yet "
                                f"(first: {missing[0]}); run their shards before finishing")
@@ -303,6 +347,16 @@ class ArchiveRun:
         summary.extra["wall_s"] = time.perf_counter() - t0
         summary.extra["processed"] = sum(1 for r in rows if not _carried(r))
         summary.extra["source_read_retries"] = getattr(self.src, "retries", 0)
+        summary.extra["model"] = {"uri": self.lineage.uri, "run_id": self.lineage.run_id,
+                                  "digest": self.lineage.digest}
+        live = {o.key for o in objects}
+        redone = sum(1 for r in rows if not _carried(r) and r["source_key"] in self.index
+                     and self.index[r["source_key"]].get("model_digest") != self.lineage.digest)
+        # Outputs at DST still made by another model (the new index: this run's rows replaced theirs).
+        older = sum(1 for k, r in self.new_index.items() if k in live and r["status"] not in RETRYABLE
+                    and r.get("model_digest") != self.lineage.digest)
+        summary.extra["redone_from_older_models"] = redone
+        summary.extra["older_model_outputs"] = older
         _put_json(self.dst, f"{self.prefix}/summary.json", summary.to_dict())
         manifest.update(status="succeeded", finished_at=datetime.now(timezone.utc).isoformat())
         _put_json(self.dst, f"{self.prefix}/manifest.json", manifest)
@@ -310,16 +364,18 @@ class ArchiveRun:
         return summary
 
     def process_shard(self, shard: Shard, done: dict[str, dict[str, Any]], pool: ThreadPoolExecutor,
-                      bar: tqdm | None = None) -> None:
+                      bar: tqdm | None = None, reprocess: set[str] | None = None) -> None:
         todo = [o for o in shard.objects if o.key not in done]
         part = sum(1 for _ in self.dst.list(f"{self.prefix}/parts/{shard.name}-"))
         carried: list[dict[str, Any]] = []
         work: list[ObjectInfo] = []
         for obj in todo:
             prev = self._is_unchanged(obj)
+            if self._left_alone(obj, reprocess or set()):
+                continue
             if prev is None:
                 work.append(obj)
-            elif not self.opts.since_last:
+            else:
                 carried.append(self._carried_row(prev))
         if carried:
             _put_table(self.dst, f"{self.prefix}/parts/{shard.name}-{part:05d}.parquet", carried)
@@ -375,8 +431,7 @@ class ArchiveRun:
 
     def _upload(self, res: ItemResult) -> dict[str, Any]:
         meta = {"nice-source-etag": res.row["source_etag"], "nice-config-hash": self.config_hash,
-                "nice-run-id": self.run_id, "nice-status": res.row["status"],
-                "nice-model-uri": _ascii(self.model.uri)}
+                "nice-run-id": self.run_id, "nice-status": res.row["status"], **self.lineage.metadata()}
         return store_output(self.dst, res, meta)
 
     def _carried_row(self, prev: dict[str, Any]) -> dict[str, Any]:
@@ -401,16 +456,13 @@ class ArchiveRun:
             if not _carried(r):
                 index[r["source_key"]] = r
         live = set(order)
-        _put_table(self.dst, f"{META}/index.parquet", [r for k, r in sorted(index.items()) if k in live])
+        self.new_index = {k: r for k, r in index.items() if k in live}
+        _put_table(self.dst, f"{META}/index.parquet", [r for _, r in sorted(self.new_index.items())])
         return rows
 
 
 def _carried(row: dict[str, Any]) -> bool:
     return row["status"] == "skipped" and (row["error"] or "").startswith("unchanged since")
-
-
-def _ascii(text: str) -> str:
-    return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def dry_run(src: Store, model: NiceModel, cfg: NiceConfig | None = None, sample: int = 200,

@@ -86,6 +86,7 @@ class Compressor:
                  pixel_budget: int = DEFAULT_PIXEL_BUDGET) -> None:
         self.cfg = cfg or model.config
         check_job_config(self.cfg, model.config)
+        self.lineage = model.lineage()  # before any fusing: the digest is of the weights as trained
         self.device = torch.device(device)
         # On CPU each network runs in whichever of eager/frozen x NCHW/channels-last was
         # fastest on a batch of the model's input size (the choice differs per architecture).
@@ -97,7 +98,7 @@ class Compressor:
         if self.device.type == "cpu":
             generator, self.gen_format = tuned_for_cpu(generator, example, trace=False)  # pads by input size
         self.generator = generator
-        self.model_uri = model.uri
+        self.model_uri = self.lineage.uri
         self.run_id = run_id
         self.batch_size = batch_size
         self.gates = HardConcrete(self.cfg.gates)
@@ -270,7 +271,8 @@ class Compressor:
         row = empty_row()
         row.update(run_id=self.run_id, source_uri=item.uri, source_key=item.key or item.uri,
                    source_etag=item.etag or md5_hex(item.data), source_bytes=len(item.data), label=item.label,
-                   model_uri=self.model_uri, config_hash=self.config_hash, block=self.cfg.gates.block, guard_retries=0,
+                   model_uri=self.model_uri, model_run_id=self.lineage.run_id, model_digest=self.lineage.digest,
+                   config_hash=self.config_hash, block=self.cfg.gates.block, guard_retries=0,
                    processed_at=datetime.now(timezone.utc))
         return row
 

@@ -39,7 +39,9 @@ SCHEMA = pa.schema([
     ("guard_retries", pa.int32()),
     ("status", pa.string()),
     ("error", pa.string()),
-    ("model_uri", pa.string()),
+    ("model_uri", pa.string()),  # the resolved model: models:/<name>/<version>, or its directory
+    ("model_run_id", pa.string()),  # the MLflow run that logged that model ("" for a directory)
+    ("model_digest", pa.string()),  # nice.lineage.weights_digest: part of the idempotency key
     ("config_hash", pa.string()),
     ("elapsed_ms", pa.float64()),
     ("processed_at", pa.timestamp("us", tz="UTC")),
