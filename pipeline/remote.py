@@ -92,8 +92,8 @@ def submit(name: str, host: str, arguments: dict[str, Any] | None = None, experi
     `latest`, `current` (this checkout's spec, uploaded if new) or a version id."""
     c = client(host)
     with api_errors(host):
-        exp = c.create_experiment(experiment)
         with _target(c, name, host, version, settings) as target:
+            exp = c.create_experiment(experiment)
             run = c.run_pipeline(experiment_id=exp.experiment_id,
                                  job_name=f"{name} {datetime.now(timezone.utc):%Y-%m-%d %H-%M-%S}",
                                  params=arguments or {}, service_account=_account(service_account, settings),
@@ -108,8 +108,8 @@ def schedule(name: str, host: str, cron: str, arguments: dict[str, Any] | None =
     cron = kfp_cron(cron)
     c = client(host)
     with api_errors(host):
-        exp = c.create_experiment(experiment)
         with _target(c, name, host, version, settings) as target:
+            exp = c.create_experiment(experiment)
             job = c.create_recurring_run(
                 experiment_id=exp.experiment_id, job_name=job_name or f"{name}-scheduled", cron_expression=cron,
                 params=arguments or {}, max_concurrency=1, no_catchup=True, enabled=True,
