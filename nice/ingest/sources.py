@@ -3,6 +3,7 @@ official split or None) one at a time, so ingestion never holds a dataset in mem
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -11,7 +12,10 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from nice.storage import class_of, open_store
+from nice.storage import ObjectInfo, Store, class_of, open_store
+
+# Sources named by a builtin dataset: fixed content (versioned with the project), never "live".
+BUILTIN_SOURCES = ("mnist", "fashion-mnist", "mnist-m")
 
 
 @dataclass
@@ -57,13 +61,18 @@ def builtin_records(name: str, limit: int | None = None, size: int = 64, seed: i
                 i += 1
 
 
+def _listed(store: Store) -> Iterator[ObjectInfo]:
+    """The objects of a store that ingestion reads (no dot-files, no `_nice/` state)."""
+    for obj in store.list():
+        parts = PurePosixPath(obj.key).parts
+        if not (any(p.startswith(".") for p in parts) or parts[0] == "_nice"):
+            yield obj
+
+
 def store_records(uri: str, endpoint_url: str | None = None) -> Iterator[Record]:
     """`class_name/file.ext` under a folder or S3 prefix; files at the root have no class."""
     store = open_store(uri, endpoint_url)
-    for obj in store.list():
-        parts = PurePosixPath(obj.key).parts
-        if any(p.startswith(".") for p in parts) or parts[0] == "_nice":
-            continue
+    for obj in _listed(store):
         label = class_of(obj.key)
         try:
             data = store.get(obj.key)
@@ -76,8 +85,21 @@ def store_records(uri: str, endpoint_url: str | None = None) -> Iterator[Record]
 def open_source(spec: str, limit: int | None = None, size: int = 64, seed: int = 0,
                 endpoint_url: str | None = None) -> tuple[str, Iterator[Record]]:
     """`mnist`, `fashion-mnist`, `mnist-m`, `folder:PATH`, `s3://bucket/prefix/` (or a plain path)."""
-    if spec in ("mnist", "fashion-mnist", "mnist-m"):
+    if spec in BUILTIN_SOURCES:
         return spec, builtin_records(spec, limit, size, seed)
     if spec.startswith("folder:"):
         return spec, store_records(spec[len("folder:"):], endpoint_url)
     return spec, store_records(spec, endpoint_url)
+
+
+def source_fingerprint(spec: str, endpoint_url: str | None = None) -> str:
+    """What a source holds, without reading it: `builtin:<name>` for a builtin dataset, else
+    the SHA-256 of the sorted (key, size, ETag) listing of the folder or S3 prefix that
+    ingestion would read. Equal fingerprints mean an ingest would read the same objects."""
+    if spec in BUILTIN_SOURCES:
+        return f"builtin:{spec}"
+    uri = spec[len("folder:"):] if spec.startswith("folder:") else spec
+    digest = hashlib.sha256()
+    for obj in sorted(_listed(open_store(uri, endpoint_url)), key=lambda o: o.key):
+        digest.update(f"{obj.key}\0{obj.size}\0{obj.etag}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
