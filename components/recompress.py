@@ -11,7 +11,8 @@ from components.images import RUNTIME_IMAGE
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 def plan_recompress(source: str, destination: str, model_uri: str, config: dict = {},  # noqa: B006
                     since_last: bool = True, shard_size: int = 1000, max_shards: int = 0,
-                    kfp_run_id: str = "", pipeline_name: str = "") -> List[int]:
+                    kfp_run_id: str = "", pipeline_name: str = "", reprocess: str = "",
+                    reprocess_limit: int = 5000) -> List[int]:
     """List the live archive and record the run's object list (archive run `kfp-<KFP run id>`,
     so that every step of this pipeline run names the same one); returns the shard indices.
     Reads the model's config only: the networks are never loaded here."""
@@ -22,7 +23,8 @@ def plan_recompress(source: str, destination: str, model_uri: str, config: dict 
     ctx = StepContext(Tracker(), kfp_run_id, pipeline_name, progress=False)
     with ctx.step("plan-recompress", {"source": source, "destination": destination, "model_uri": model_uri}):
         run = archive_run(source, destination, model_uri, config, since_last=since_last, shard_size=shard_size,
-                          max_shards=max_shards or None, progress=False, run_id=f"kfp-{kfp_run_id}")
+                          max_shards=max_shards or None, progress=False, run_id=f"kfp-{kfp_run_id}",
+                          reprocess=reprocess, reprocess_limit=reprocess_limit)
         objects = run.plan()
         shards = list(range(len(make_shards(objects, run.shard_size))))
         ctx.log_metrics({"objects_listed": len(objects), "shards": len(shards), "shard_size": run.shard_size})
@@ -31,14 +33,16 @@ def plan_recompress(source: str, destination: str, model_uri: str, config: dict 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 def compress_shard(source: str, destination: str, model_uri: str, shard: int, kfp_run_id: str,
-                   config: dict = {}, since_last: bool = True, shard_size: int = 1000) -> int:  # noqa: B006
+                   config: dict = {}, since_last: bool = True, shard_size: int = 1000,  # noqa: B006
+                   reprocess: str = "", reprocess_limit: int = 5000) -> int:
     """Compress one shard of a planned run (resumable; a retried task redoes nothing committed)."""
     from nice.device import configure_threads
     from nice.jobs import archive_run
 
     configure_threads()
     run = archive_run(source, destination, model_uri, config, since_last=since_last, shard_size=shard_size,
-                      progress=False, run_id=f"kfp-{kfp_run_id}")
+                      progress=False, run_id=f"kfp-{kfp_run_id}", reprocess=reprocess,
+                      reprocess_limit=int(reprocess_limit))
     return run.run_shard(int(shard))
 
 
@@ -46,7 +50,7 @@ def compress_shard(source: str, destination: str, model_uri: str, shard: int, kf
 def finish_recompress(source: str, destination: str, model_uri: str, savings: Output[Dataset],
                       summary: Output[Metrics], report: Output[HTML], config: dict = {},  # noqa: B006
                       since_last: bool = True, shard_size: int = 1000, kfp_run_id: str = "",
-                      pipeline_name: str = "") -> None:
+                      pipeline_name: str = "", reprocess: str = "", reprocess_limit: int = 5000) -> None:
     """Merge the shards' rows, write the run summary, mark the run a success (without the
     networks), then report on the run (its rate-accuracy baselines need the classifier)."""
     import shutil
@@ -62,7 +66,8 @@ def finish_recompress(source: str, destination: str, model_uri: str, savings: Ou
     run_id = f"kfp-{kfp_run_id}"
     with ctx.step("finish-recompress", {"run_id": run_id, "destination": destination}):
         run = archive_run(source, destination, model_uri, config, since_last=since_last, shard_size=shard_size,
-                          progress=False, run_id=run_id, savings=savings.path)
+                          progress=False, run_id=run_id, savings=savings.path, reprocess=reprocess,
+                          reprocess_limit=int(reprocess_limit))
         res = run.finish().to_dict()
         ctx.log_metrics(summary_metrics(res))
     for k, v in summary_metrics(res).items():
