@@ -137,6 +137,8 @@ def test_evaluate_links_metrics_to_the_evaluated_model_and_tags_its_version(smal
     assert float(tags["nice.savings.bytes_ratio"]) == pytest.approx(res["metrics"]["bytes_ratio"])
     assert int(tags["nice.savings.objects"]) == 60
     first_eval = tags["nice.evaluate.run_id"]
+    passed = f"name = '{GENERATOR_MODEL}' and tags.`nice.gates.passed` = 'true'"  # as docs/operations.md
+    assert client.search_model_versions(passed) == []
 
     loose = PromotionConfig(max_bytes_ratio=1.0, max_accuracy_drop=100.0)
     res = evaluate_savings(tmp_path / "savings.parquet", str(src), model, tmp_path / "eval2", loose, sample=20,
@@ -144,6 +146,7 @@ def test_evaluate_links_metrics_to_the_evaluated_model_and_tags_its_version(smal
     assert res["gates"]["promoted"]
     tags = client.get_model_version(GENERATOR_MODEL, version).tags
     assert tags["nice.gates.passed"] == "true" and tags["nice.gates.promoted"] == "true"
+    assert [str(v.version) for v in client.search_model_versions(passed)] == [version]
     eval_run = client.get_run(tags["nice.evaluate.run_id"])
     assert eval_run.info.run_id != first_eval and eval_run.data.tags["nice.step"] == "evaluate"
     # The evaluate run's inputs: the archive it evaluated and the model it evaluated.
