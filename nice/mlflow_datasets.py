@@ -117,8 +117,7 @@ def source_for(uri: str) -> DatasetSource:
 
     if uri in MIRRORS:  # loaded offline, but this is where the dataset is published
         return HTTPDatasetSource(MIRRORS[uri][0])
-    if uri.startswith("folder:"):
-        uri = uri[len("folder:"):]
+    uri = uri.removeprefix("folder:")
     if "://" not in uri:
         from pathlib import Path
 

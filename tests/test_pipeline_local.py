@@ -135,7 +135,7 @@ def test_mlflow_store_shows_datasets_linked_metrics_and_version_tags(demo, tmp_p
     from nice.mlflow_datasets import DIGEST_CHARS
     from nice.tracking import model_id_of
 
-    report, home = demo
+    report, _ = demo
     tracker = Tracker(report.tracking_uri)
     client = tracker.client
     kids = {r.data.tags[STEP_TAG]: client.get_run(r.info.run_id) for r in client.search_runs(
