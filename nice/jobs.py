@@ -31,20 +31,17 @@ class StepContext:
     progress: bool = True
 
     @contextlib.contextmanager
-    def step(self, name: str, params: dict[str, Any] | None = None) -> Iterator[str | None]:
+    def step(self, name: str, params: dict[str, Any] | None = None, **tracking: Any) -> Iterator[str | None]:
+        """`tracking`: nice.tracking.Tracker.step's model / dataset / splits / system_metrics."""
         if self.tracker is None:
             yield None
             return
-        with self.tracker.step(name, self.kfp_run_id, self.pipeline, params) as run_id:
+        with self.tracker.step(name, self.kfp_run_id, self.pipeline, params, **tracking) as run_id:
             yield run_id
 
     def log_metrics(self, metrics: dict[str, Any], prefix: str = "") -> None:
-        if self.tracker is None:
-            return
-        import mlflow
-
-        mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        if self.tracker is not None:
+            self.tracker.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         if self.tracker is not None:
@@ -57,7 +54,30 @@ class StepContext:
             return None
         from nice.tracking import log_epoch_metrics
 
-        return log_epoch_metrics(prefix)
+        return log_epoch_metrics(prefix, self.tracker)
+
+    def evaluating(self, model_uri: str | None, source: str, rows: list[dict[str, Any]],
+                   versions: dict[str, str | None] | None = None, benchmark: dict[str, Any] | None = None) -> None:
+        """Link the open evaluate step's metrics to the evaluated model and archive; the
+        benchmark's test split (when one ran) is an input too."""
+        if self.tracker is not None:
+            from nice.tracking import GENERATOR_MODEL
+
+            if (versions or {}).get("generator") and not self.tracker.model_version(model_uri or ""):
+                model_uri = f"models:/{GENERATOR_MODEL}/{versions['generator']}"
+            if benchmark and benchmark.get("dataset"):
+                self.tracker.log_dataset(str(benchmark["dataset"]), {"test": "test"})
+            self.tracker.evaluating(model_uri, source, rows)
+
+    def tag_evaluation(self, versions: dict[str, str | None] | None, gates: dict[str, Any],
+                       metrics: dict[str, Any]) -> None:
+        """Gates and savings as tags on the registered versions that were evaluated."""
+        if self.tracker is not None:
+            from nice.tracking import CLASSIFIER_MODEL, GENERATOR_MODEL
+
+            for key, name in (("generator", GENERATOR_MODEL), ("classifier", CLASSIFIER_MODEL)):
+                if (versions or {}).get(key):
+                    self.tracker.tag_evaluation(name, str(versions[key]), gates, metrics)
 
 
 def base_config(channels: int, overrides: dict[str, Any] | None = None) -> NiceConfig:
@@ -158,7 +178,9 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
         load_user_weights(initial, weights)
     with ctx.step("train-classifier", {"dataset": dataset, **_flat(cfg.classifier, "classifier."),
                                        **_flat(cfg.train_classifier, "train."),
-                                       **({"weights": Path(weights).name} if weights else {})}) as run_id:
+                                       **({"weights": Path(weights).name} if weights else {})},
+                  model="classifier", dataset=dataset, splits=training_splits(dataset, test=True),
+                  system_metrics=True) as run_id:
         res = train_classifier(cfg, train, val, on_epoch=ctx.epoch_logger("epoch_"), progress=ctx.progress,
                                initial=initial)
         final: dict[str, Any] = dict(res.final)
@@ -206,7 +228,8 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
                          f"was trained on {cfg.classifier.num_classes}: use the data it was trained on")
     with ctx.step("train-mask-generator", {"dataset": dataset, **_flat(cfg.gates, "gates."),
                                            **_flat(cfg.mixing, "mixing."), **_flat(cfg.generator, "generator."),
-                                           **_flat(cfg.train_generator, "train.")}) as run_id:
+                                           **_flat(cfg.train_generator, "train.")},
+                  model="mask_generator", dataset=dataset, splits=training_splits(dataset), system_metrics=True) as run_id:
         res = train_mask_generator(cfg, clf, train, val, on_epoch=ctx.epoch_logger("epoch_"),
                                    progress=ctx.progress)
         # The model ships with the classifier fine-tuned on stored images where configured.
@@ -307,6 +330,18 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """A run summary's numbers as flat metrics: its numeric fields and `count_<status>`."""
     out = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return out | {f"count_{k}": float(v) for k, v in (summary.get("counts") or {}).items()}
+
+
+def training_splits(dataset: str, test: bool = False) -> dict[str, str]:
+    """{context: split} of what training reads (as nice.data.sources.training_data chooses:
+    builtins and artifacts without a val split validate on test), plus the held-out test."""
+    from nice.data.sources import BUILTIN
+    from nice.ingest import DatasetArtifact
+
+    if dataset in BUILTIN:
+        return {"train": "train", "val": "test"}
+    has_val = bool(DatasetArtifact.open(dataset).manifest["counts"].get("val"))
+    return {"train": "train", "val": "val" if has_val else "test", **({"test": "test"} if test else {})}
 
 
 def _flat(section: Any, prefix: str) -> dict[str, Any]:

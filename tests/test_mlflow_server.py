@@ -78,6 +78,16 @@ def test_train_classifier_component_logs_and_registers_over_http(mlflow_server, 
     assert parent.data.tags[KFP_RUN_TAG] == "kfp-run-over-http"
     # Artifacts went through the server (proxied), not to a path this process chose.
     assert list((root / "artifacts").rglob("classifier.pt")), "the checkpoint is stored by the server"
+    assert list((root / "artifacts").rglob("code/nice/tracking.py")), "the project's code ships with the model"
+    # Through the server too: the splits are inputs with the content hash as digest, the
+    # metrics belong to the logged model, the version records its dataset.
+    from nice.mlflow_datasets import DIGEST_CHARS
+    from nice.tracking import model_id_of
+
+    digest = art["content_hash"][:DIGEST_CHARS]
+    assert {d.dataset.digest for d in run.inputs.dataset_inputs} == {digest} and len(run.inputs.dataset_inputs) == 3
+    assert "test_accuracy" in {m.key for m in client.get_logged_model(model_id_of(version)).metrics}
+    assert version.tags["nice.dataset_digest"] == digest
     mlflow.set_tracking_uri(url)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{CLASSIFIER_MODEL}/1")
     import numpy as np

@@ -4,6 +4,7 @@ on the local S3 endpoint over HTTP and MLflow on a SQLite store."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import boto3
 import mlflow
@@ -120,6 +121,61 @@ def test_train_and_compress_mlflow(demo):
     pyfunc = mlflow.pyfunc.load_model("models:/nice-mask-generator@champion")
     masks = pyfunc.predict(np.zeros((2, 28, 28), dtype=np.uint8))
     assert masks.shape == (2, 28, 28) and set(np.unique(masks)) <= {0, 1}
+
+
+def test_mlflow_store_shows_datasets_linked_metrics_and_version_tags(demo, tmp_path):
+    """What users look for in the store after a pipeline run: each step's dataset inputs with
+    the ingest content hash as digest, system metrics on training, the evaluation's metrics
+    linked to the evaluated model, gates and savings on its version; and the champion loads
+    with mlflow.pyfunc.load_model in a process that cannot import the repository."""
+    import json
+
+    from mlflow_isolated import predict_in_isolation
+    from nice.data.sources import load_builtin
+    from nice.mlflow_datasets import DIGEST_CHARS
+    from nice.tracking import model_id_of
+
+    report, _ = demo
+    tracker = Tracker(report.tracking_uri)
+    client = tracker.client
+    kids = {r.data.tags[STEP_TAG]: client.get_run(r.info.run_id) for r in client.search_runs(
+        [tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{report.parent_run}'")}
+    manifest = json.loads(next((report.run_dir / "ingest").rglob("manifest.json")).read_text())
+    digest = manifest["content_hash"][:DIGEST_CHARS]
+
+    def inputs(step: str) -> dict:
+        return {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+                for d in kids[step].inputs.dataset_inputs}
+
+    for step, contexts in (("train-classifier", {"train", "val", "test"}), ("train-mask-generator", {"train", "val"})):
+        found = inputs(step)
+        assert set(found) == contexts and {d.digest for d in found.values()} == {digest}
+        # The default sampling interval records system metrics on a real training step.
+        assert client.get_metric_history(kids[step].info.run_id, "system/cpu_utilization_percentage"), step
+    ev = inputs("evaluate")
+    assert ev["test"].digest == digest  # the benchmark's test split
+    assert ev["eval"].source_type == "s3" and json.loads(ev["eval"].source)["uri"] == "s3://nice-demo/archive/"
+
+    champion = client.get_model_version_by_alias(GENERATOR_MODEL, "champion")
+    model_id = model_id_of(champion)
+    evaluate_id = kids["evaluate"].info.run_id
+    linked = {m.key: m for m in client.get_logged_model(model_id).metrics if m.run_id == evaluate_id}
+    assert {"bytes_ratio", "accuracy_output", "gates_passed", "promoted"} <= set(linked)
+    assert linked["bytes_ratio"].value == pytest.approx(kids["evaluate"].data.metrics["bytes_ratio"])
+    assert [m.model_id for m in kids["evaluate"].inputs.model_inputs] == [model_id]
+    for name in (GENERATOR_MODEL, CLASSIFIER_MODEL):
+        tags = client.get_model_version_by_alias(name, "champion").tags
+        assert tags["nice.dataset_digest"] == digest and tags["nice.dataset_content_hash"] == manifest["content_hash"]
+        assert tags["nice.gates.passed"] == "true" and tags["nice.gates.promoted"] == "true"
+        assert tags["nice.evaluate.run_id"] == evaluate_id
+        assert float(tags["nice.savings.bytes_ratio"]) == pytest.approx(kids["evaluate"].data.metrics["bytes_ratio"])
+
+    _, split = load_builtin("mnist", "test", limit=8)
+    uri = f"models:/{GENERATOR_MODEL}/{champion.version}"
+    masks, info = predict_in_isolation(report.tracking_uri, uri, split.images, tmp_path / "isolated")
+    assert "/code/nice/" in info["origin"] and not info["origin"].startswith(str(Path(__file__).resolve().parents[1]))
+    mlflow.set_tracking_uri(report.tracking_uri)
+    np.testing.assert_array_equal(masks, mlflow.pyfunc.load_model(uri).predict(split.images))
 
 
 def test_recompress_processes_only_new_and_changed(demo, monkeypatch):

@@ -36,6 +36,7 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
     rows = pq.read_table(savings).to_pylist()
     with ctx.step("evaluate", {"savings": str(savings), "source": source, "sample": sample,
                                **{f"gate.{k}": v for k, v in vars(promotion).items()}}):
+        ctx.evaluating(model.uri, source, rows, versions, benchmark)  # metrics linked to the model and archive
         m = savings_metrics(rows)
         gates = check_gates(m, promotion, benchmark)
 
@@ -84,6 +85,7 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
                 m["saving_vs_best_baseline"] = benchmark["saving_vs_best"]
         (out / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
         report = write_report(out / "report.html", "NICE evaluation", m, gate_info, curve, images, context=context)
+        ctx.tag_evaluation(versions, gate_info, m)  # gates and savings on the evaluated versions
         ctx.log_metrics(m)
         for key in ("report_html", "report_md"):
             if benchmark and benchmark.get(key):
