@@ -226,7 +226,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     res = evaluate_savings(args.savings, args.source, resolve_model(args.model), args.out, sample=args.sample)
     print("\n".join(res["gates"]["reasons"]))
     print(json.dumps({"report": res["report"], "bytes_ratio": res["metrics"]["bytes_ratio"],
-                      "accuracy_drop_points": res["metrics"]["accuracy_drop_points"]}, indent=2))
+                      "accuracy_drop_points": res["metrics"]["accuracy_drop_points"],
+                      "by_model": res["by_model"]}, indent=2))
     return 0
 
 

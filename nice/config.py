@@ -201,6 +201,13 @@ class PromotionConfig:
     # Bytes NICE must save against the best baseline of the evaluation (0.2 = 20% fewer) at
     # equal accuracy; None = not a gate (the report still shows the comparison).
     min_saving_vs_best: float | None = None
+    # Against the current champion, on the same evaluation images (nice/evaluate/champion.py):
+    # promoted only when no worse within these margins (bytes relative to the champion's,
+    # accuracy on stored files in points, prediction flips in images).
+    vs_champion: bool = True
+    champion_bytes_margin: float = 0.02
+    champion_accuracy_margin: float = 0.5
+    champion_extra_flips: int = 0
 
 
 @dataclass

@@ -106,3 +106,61 @@ def test_the_same_weights_have_one_digest_wherever_they_come_from(small_model):
     assert ref.lineage().digest == loaded.lineage().digest
     loaded.generator.state_dict()[next(iter(loaded.generator.state_dict()))].add_(1.0)
     assert NiceModel(loaded.classifier, loaded.generator, loaded.config).lineage().digest != ref.lineage().digest
+
+
+def test_a_candidate_worse_than_the_champion_is_not_promoted(small_model, mnist_small, registry, tmp_path):
+    """A generator that learned nothing (fresh weights) against a trained champion, on the same
+    images: not promoted, the reason on its version and in the report; the other way round it is."""
+    from nice.compress.archive import ArchiveOptions, ArchiveRun
+    from nice.evaluate.run import evaluate_savings
+    from nice.jobs import StepContext
+    from nice.models.generators import build_generator
+    from nice.storage import open_store
+    from nice.tracking import GENERATOR_MODEL
+
+    from conftest import png_bytes
+
+    _, _, _, test_split = mnist_small
+    src = tmp_path / "src"
+    for i in range(60):
+        (src / str(int(test_split.labels[i]))).mkdir(parents=True, exist_ok=True)
+        (src / str(int(test_split.labels[i])) / f"{i:04d}.png").write_bytes(png_bytes(test_split.images[i]))
+    good = NiceModel.load(small_model)
+    torch.manual_seed(0)
+    bad = NiceModel(good.classifier, build_generator(good.config.generator, good.config.gates, 1).eval(), good.config,
+                    class_names=good.class_names)
+    bad.save(tmp_path / "bad")
+    ctx = StepContext(registry, progress=False)
+    with registry.step("train-mask-generator"):
+        v_good = registry.log_nice_model(small_model, 1, 28)
+    with registry.step("train-mask-generator"):
+        v_bad = registry.log_nice_model(tmp_path / "bad", 1, 28)
+
+    def evaluate(model: NiceModel, version: str, name: str) -> dict:
+        model.uri = f"models:/{GENERATOR_MODEL}/{version}"
+        run = ArchiveRun(open_store(src), open_store(tmp_path / name), model,
+                         opts=ArchiveOptions(progress=False, savings=str(tmp_path / f"{name}.parquet")))
+        run.run()
+        return evaluate_savings(tmp_path / f"{name}.parquet", str(src), model, tmp_path / f"eval-{name}",
+                                ctx=ctx, versions={"generator": version}, sample=60)
+
+    registry.promote(GENERATOR_MODEL, v_good)
+    res = evaluate(bad, v_bad, "bad")
+    vs = res["gates"]["champion"]
+    assert vs["champion_version"] == v_good and vs["candidate"]["images"] == vs["champion"]["images"] == 60
+    assert vs["candidate"]["bytes_ratio"] > vs["champion"]["bytes_ratio"] * 1.02
+    assert not res["gates"]["promoted"] and registry.alias_version(GENERATOR_MODEL) == v_good
+    tags = registry.client.get_model_version(GENERATOR_MODEL, v_bad).tags
+    assert tags["nice.champion.passed"] == "false" and "FAIL vs champion" in tags["nice.champion.reasons"]
+    assert float(tags["nice.champion.champion.bytes_ratio"]) == pytest.approx(vs["champion"]["bytes_ratio"], rel=1e-4)
+    report = (tmp_path / "eval-bad" / "report.html").read_text()
+    assert f"FAIL vs champion v{v_good}: bytes ratio" in report
+    assert "By model" in report and f"models:/{GENERATOR_MODEL}/{v_bad} (weights {bad.lineage().digest})" in report
+    assert list(res["by_model"]) == [f"models:/{GENERATOR_MODEL}/{v_bad} (weights {bad.lineage().digest})"]
+
+    # The trained generator against the untrained champion: no worse, so promoted.
+    registry.promote(GENERATOR_MODEL, v_bad)
+    res = evaluate(NiceModel.load(small_model), v_good, "good")
+    assert res["gates"]["champion"]["passed"] and res["gates"]["promoted"]
+    assert registry.alias_version(GENERATOR_MODEL) == v_good
+    assert registry.client.get_model_version(GENERATOR_MODEL, v_good).tags["nice.champion.passed"] == "true"

@@ -43,6 +43,23 @@ def savings_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return m
 
 
+def metrics_by_model(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The same numbers per model that made the rows (`model_uri`: a registry version or a
+    directory, with its weights digest): an archive after a promotion holds outputs of both."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        key = r.get("model_uri") or "unknown model"
+        if r.get("model_digest"):
+            key += f" (weights {r['model_digest']})"
+        groups.setdefault(key, []).append(r)
+    out = {}
+    for key, group in sorted(groups.items()):
+        m = savings_metrics(group)
+        out[key] = {k: m.get(k) for k in ("objects", "bytes_ratio", "saved_bytes", "compressed_fraction",
+                                          "accuracy_output", "agreement")}
+    return out
+
+
 @dataclass
 class GateResult:
     passed: bool

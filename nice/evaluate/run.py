@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from nice.config import PromotionConfig
 from nice.evaluate.baselines import quality_sweep
-from nice.evaluate.metrics import check_gates, savings_metrics
+from nice.evaluate.metrics import check_gates, metrics_by_model, savings_metrics
 from nice.evaluate.plots import mask_overlay_grid, rate_accuracy_plot
 from nice.evaluate.report import write_report
 
@@ -45,8 +45,10 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
         picked = random.Random(seed).sample(pool, min(sample, len(pool)))
         store = open_store(source, endpoint_url)
         mode = "RGB" if model.config.classifier.in_channels == 3 else "L"
-        # Each sampled source is read and decoded once, for the sweep and for the mask grid.
-        pixels = [image_pixels(decode_image(store.get(r["source_key"])).image, mode) for r in picked]
+        # Each sampled source is read and decoded once, for the sweep, the mask grid and the
+        # champion comparison.
+        sources = [store.get(r["source_key"]) for r in picked]
+        pixels = [image_pixels(decode_image(data).image, mode) for data in sources]
         src_bytes = sum(r["source_bytes"] for r in picked)
         curve = quality_sweep(pixels, src_bytes, [r["label"] for r in picked], model) if picked else []
         nice_point = None
@@ -66,6 +68,10 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
 
         promoted = False
         versions = versions or {}
+        vs_champion = _champion_comparison(ctx, versions, model, picked, sources, promotion)
+        if vs_champion is not None:
+            gates.reasons += vs_champion.reasons
+            gates.passed = gates.passed and vs_champion.passed
         if gates.passed and ctx.tracker is not None and versions.get("generator"):
             from nice.tracking import CLASSIFIER_MODEL, GENERATOR_MODEL
 
@@ -74,18 +80,36 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
                 ctx.tracker.promote(CLASSIFIER_MODEL, versions["classifier"])
             promoted = True
         gate_info = gates.to_dict() | {"promoted": promoted}
+        if vs_champion is not None:
+            gate_info["champion"] = vs_champion.to_dict()
+            if ctx.tracker is not None and versions.get("generator"):
+                from nice.tracking import GENERATOR_MODEL
+
+                for k, v in vs_champion.tags().items():  # the decision and both sets of numbers
+                    ctx.tracker.client.set_model_version_tag(GENERATOR_MODEL, str(versions["generator"]), k, v)
         result = {"metrics": m, "gates": gate_info, "curve": [vars(p) for p in curve],
                   "versions": versions, "model_uri": model.uri}
         context = {"savings": str(savings), "source": source, "model": model.uri,
                    **{f"{k} version": v for k, v in versions.items() if v}}
+        if vs_champion is not None:
+            for who, sd in (("candidate", vs_champion.candidate), (f"champion v{vs_champion.champion_version}",
+                                                                    vs_champion.champion)):
+                acc = "n/a" if sd.accuracy is None else f"{sd.accuracy * 100:.2f}%"
+                context[f"{who} on the same {sd.images} images"] = (
+                    f"bytes {sd.bytes_ratio:.4f}x, accuracy {acc}, flips {sd.flips}, "
+                    f"preservation {sd.preservation * 100:.2f}%")
+        by_model = metrics_by_model(rows)
+        result["by_model"] = by_model
         if benchmark:
             context.update({f"benchmark: {i + 1}": line for i, line in enumerate(benchmark.get("verdicts", []))})
             result["benchmark"] = {k: benchmark[k] for k in ("saving_vs_best", "best_nice", "best_baseline", "verdicts")}
             if benchmark.get("saving_vs_best") is not None:
                 m["saving_vs_best_baseline"] = benchmark["saving_vs_best"]
         (out / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
-        report = write_report(out / "report.html", "NICE evaluation", m, gate_info, curve, images, context=context)
-        ctx.tag_evaluation(versions, gate_info, m)  # gates and savings on the evaluated versions
+        report = write_report(out / "report.html", "NICE evaluation", m, gate_info, curve, images, context=context,
+                              by_model=by_model)
+        # Gates and savings on the evaluated versions (the champion numbers are tagged above).
+        ctx.tag_evaluation(versions, {k: v for k, v in gate_info.items() if k != "champion"}, m)
         ctx.log_metrics(m)
         for key in ("report_html", "report_md"):
             if benchmark and benchmark.get(key):
@@ -95,3 +119,30 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
             ctx.log_artifact(p, "evaluation")
     result["report"] = str(report)
     return result
+
+
+def _champion_comparison(ctx: Any, versions: dict[str, Any], model: Any, picked: list[dict[str, Any]],
+                         sources: list[bytes], promotion: PromotionConfig) -> Any:
+    """The candidate against the current champion on the sampled images, when there is a
+    registered candidate, a champion that is another model, and images to compare on."""
+    from nice.evaluate.champion import against_champion
+
+    if not (promotion.vs_champion and ctx.tracker is not None and versions.get("generator") and picked):
+        return None
+    from nice.bundle import resolve_model
+    from nice.tracking import GENERATOR_MODEL
+
+    champ = ctx.tracker.alias_version(GENERATOR_MODEL)
+    if champ is None or str(champ) == str(versions["generator"]):
+        return None
+    champion = resolve_model(f"models:/{GENERATOR_MODEL}/{champ}")
+    if champion.lineage().digest == model.lineage().digest:
+        return None  # the same weights: nothing to compare
+    c = champion.config.classifier
+    if (c.in_channels, c.num_classes) != (model.config.classifier.in_channels, model.config.classifier.num_classes):
+        from nice.evaluate.champion import Comparison, side
+
+        s = side(picked)
+        return Comparison(str(champ), s, s, True, [f"PASS vs champion v{champ}: not comparable (another task: "
+                                                   f"{c.in_channels} channels, {c.num_classes} classes)"])
+    return against_champion(picked, sources, champion, str(champ), promotion)
