@@ -139,9 +139,9 @@ def test_per_class_examples_reuse_the_benchmarks_images_and_masks(bench):
 
     for row, i in enumerate(list(first.values())[:10]):
         assert np.array_equal(ex.pixels[row], np.asarray(decode_image(sources[i]).image))
-    assert set(ex.masks) == {"nice", "gradcam", "integrated_gradients", "occlusion"}
+    assert set(ex.masks) == {"nice", "gradcam", "integrated_gradients", "saliency", "occlusion"}  # side by side
     kept = {m: mask.mean(axis=(1, 2)) for m, mask in ex.masks.items()}
-    for m in ("gradcam", "integrated_gradients", "occlusion"):
+    for m in ("gradcam", "integrated_gradients", "saliency", "occlusion"):
         assert np.allclose(kept[m], kept["nice"], atol=0.02)  # same density per image
     assert ex.mixed.shape == ex.pixels.shape
 
