@@ -43,6 +43,10 @@ def evaluate(savings: Input[Dataset], model: Input[Model], classifier: Input[Mod
     for k, v in res["metrics"].items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             metrics.log_metric(k, float(v))
+    from nice.evaluate.tracked import headline_metrics
+
+    for k, v in headline_metrics(bench).items():  # the benchmark's headline: bytes, NICE's explanation numbers
+        metrics.log_metric(k, v)
     metrics.log_metric("gates_passed", float(res["gates"]["passed"]))
     metrics.log_metric("promoted", float(res["gates"]["promoted"]))
     # Confusion of the stored outputs' predictions against the labels.

@@ -208,14 +208,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from nice.bundle import resolve_model
     from nice.device import configure_threads
-    from nice.evaluate.suite import evaluate_model
+    from nice.jobs import StepContext, evaluate_step
 
     configure_threads(args.threads)
-    res = evaluate_model(resolve_model(args.model), args.dataset, args.out, limit=args.limit or None,
-                         explain_limit=args.explain_limit)
+    ctx = StepContext()
+    if not args.no_track:
+        from nice.tracking import Tracker
+
+        ctx = StepContext(Tracker())
+    res = evaluate_step(resolve_model(args.model), args.dataset, args.out, ctx, limit=args.limit or None,
+                        explain_limit=args.explain_limit)
     print("\n".join(res["verdicts"]))
     print(json.dumps({"report_html": res["report_html"], "report_md": res["report_md"],
-                      "saving_vs_best": res["saving_vs_best"], "seconds": round(res["seconds"], 1)}, indent=2))
+                      "saving_vs_best": res["saving_vs_best"], "seconds": round(res["seconds"], 1),
+                      "mlflow_run_id": res["mlflow_run_id"]}, indent=2))
     return 0
 
 
@@ -381,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain-limit", dest="explain_limit", type=int, default=500,
                    help="images for the explanation metrics (occlusion is the slow one)")
     p.add_argument("--threads", type=int)
+    p.add_argument("--no-track", dest="no_track", action="store_true",
+                   help="do not log the run to MLflow (default: metrics and tables to MLFLOW_TRACKING_URI "
+                        "or the SQLite store under NICE_HOME)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="report on a compression run from its savings Parquet")

@@ -69,6 +69,11 @@ class StepContext:
                 self.tracker.log_dataset(str(benchmark["dataset"]), {"test": "test"})
             self.tracker.evaluating(model_uri, source, rows)
 
+    def evaluating_model(self, model_uri: str | None, dataset: str | None = None) -> None:
+        """Link the open step's metrics to the evaluated model and its test split."""
+        if self.tracker is not None:
+            self.tracker.evaluating_model(model_uri, dataset)
+
     def tag_evaluation(self, versions: dict[str, str | None] | None, gates: dict[str, Any],
                        metrics: dict[str, Any]) -> None:
         """Gates and savings as tags on the registered versions that were evaluated."""
@@ -245,6 +250,24 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
             _log_mask_grid(ctx, nice_model, val)
     return {"model_dir": str(out), "metrics": final, "config": cfg.to_dict(),
             "registered_version": version, "mlflow_run_id": run_id}
+
+
+def evaluate_step(model: Any, dataset: str, out: str | Path, ctx: StepContext | None = None,
+                  limit: int | None = 2000, explain_limit: int = 500) -> dict[str, Any]:
+    """`nice evaluate` as a step: the benchmark on a test set, its reports, and (tracked) its
+    rate and explanation metrics and tables in an `evaluate` run linked to the model."""
+    from nice.evaluate.suite import evaluate_model
+    from nice.evaluate.tracked import log_benchmark
+
+    ctx = ctx or StepContext()
+    with ctx.step("evaluate", {"model": model.uri, "dataset": dataset, "limit": limit or 0,
+                               "explain_limit": explain_limit}) as run_id:
+        ctx.evaluating_model(model.uri, dataset)
+        res = evaluate_model(model, dataset, out, limit=limit, explain_limit=explain_limit, progress=ctx.progress)
+        log_benchmark(ctx, res)
+        for key in ("report_html", "report_md"):
+            ctx.log_artifact(res[key], "benchmark")
+    return res | {"mlflow_run_id": run_id}
 
 
 def archive_run(source: str | Path, destination: str | Path, model: "str | Path | NiceModel | ModelRef",

@@ -200,6 +200,30 @@ class Tracker:
             cur.metric_dataset, cur.model_id = ds, model_id
         return model_id
 
+    def evaluating_model(self, model_uri: str | None, dataset: str | None = None) -> str | None:
+        """In an evaluation on a test set (`nice evaluate`): log the test split as an `eval`
+        input linked to the evaluated model, and link the step's metrics to that model.
+        Returns its model id, None for a model outside the registry."""
+        cur = self.current
+        model_id = model_id_of(self.model_version(model_uri)) if model_uri else None
+        if dataset:
+            import mlflow
+            from mlflow.entities import LoggedModelInput
+
+            from nice.mlflow_datasets import dataset_info, split_dataset
+
+            try:
+                ds = split_dataset(dataset_info(dataset), "test")
+            except Exception:  # noqa: BLE001 - a plain labelled folder is no dataset artifact
+                log.info("%s: not a builtin or a dataset artifact; no eval input logged", dataset)
+            else:
+                mlflow.log_input(ds, context="eval", model=LoggedModelInput(model_id) if model_id else None)
+                if cur:
+                    cur.metric_dataset = ds
+        if cur:
+            cur.model_id = model_id
+        return model_id
+
     def model_version(self, uri: str) -> Any:
         """The ModelVersion of `models:/NAME/VERSION` or `models:/NAME@ALIAS`; None otherwise."""
         if not str(uri).startswith("models:/"):

@@ -102,6 +102,30 @@ def test_explanation_metrics(bench):
         assert e.preservation["5%"] <= e.preservation["20%"] + 0.05
     assert 0 < by["nice"].sparsity < 1
     assert by["nice"].seconds_per_image < by["occlusion"].seconds_per_image
+    # The published protocols, for every method on the same images.
+    for m in ("nice", "integrated_gradients", "occlusion"):
+        e = by[m]
+        assert e.rise_insertion_auc > e.rise_deletion_auc + 0.1, e
+        assert e.road_lerf > e.road_morf, e
+        assert set(e.road_curves) == {"10%", "30%", "50%", "70%", "90%"}
+    for e in by.values():
+        assert e.infidelity is not None and e.infidelity >= 0
+        assert e.sensitivity_max is not None and e.sensitivity_max >= 0
+
+
+def test_nice_is_measured_with_the_ranking_the_compressor_stores(bench):
+    """NICE's top blocks in the explanation metrics are the search's: log-alpha smoothed over
+    `search.rank_smooth_px` (the per-image search cuts that ranking at its keep levels)."""
+    from nice.compress.search import Masks
+    from nice.evaluate.benchmark import RateAccuracy, stored_ranking
+    from nice.evaluate.attributions import attribute
+
+    b, sources, labels, model = bench
+    ra = RateAccuracy(sources[:20], labels[:20], model)
+    log_alpha = attribute("nice", model, ra.x, torch.from_numpy(ra.src_preds), ra.x).scores
+    searched = Masks.ranking(log_alpha, model.config, keep=(0.1,)).make(0.1)
+    assert torch.equal(topk_mask(stored_ranking(model.config, "nice", log_alpha), 0.1), searched)
+    assert torch.equal(stored_ranking(model.config, "occlusion", log_alpha), log_alpha)
 
 
 def test_per_class_examples_reuse_the_benchmarks_images_and_masks(bench):
@@ -115,9 +139,9 @@ def test_per_class_examples_reuse_the_benchmarks_images_and_masks(bench):
 
     for row, i in enumerate(list(first.values())[:10]):
         assert np.array_equal(ex.pixels[row], np.asarray(decode_image(sources[i]).image))
-    assert set(ex.masks) == {"nice", "gradcam", "integrated_gradients", "occlusion"}
+    assert set(ex.masks) == {"nice", "gradcam", "integrated_gradients", "saliency", "occlusion"}  # side by side
     kept = {m: mask.mean(axis=(1, 2)) for m, mask in ex.masks.items()}
-    for m in ("gradcam", "integrated_gradients", "occlusion"):
+    for m in ("gradcam", "integrated_gradients", "saliency", "occlusion"):
         assert np.allclose(kept[m], kept["nice"], atol=0.02)  # same density per image
     assert ex.mixed.shape == ex.pixels.shape
 
@@ -134,7 +158,7 @@ def test_cli_evaluate_report_and_explain(small_model, tmp_path, capsys):
     from nice.cli import main
 
     assert main(["evaluate", "--model", str(small_model), "--dataset", "mnist", "--out", str(tmp_path / "ev"),
-                 "--limit", "60", "--explain-limit", "30"]) == 0
+                 "--limit", "60", "--explain-limit", "30", "--no-track"]) == 0
     out = capsys.readouterr().out
     assert "faster than occlusion" in out
     assert Image.open(tmp_path / "ev" / "explanations.png").format == "PNG"
@@ -144,7 +168,7 @@ def test_cli_evaluate_report_and_explain(small_model, tmp_path, capsys):
     for split in ("every baseline", "the codec baselines", "the other rankings"):
         assert f"Bytes ratio NICE / best of {split}" in out and f"Bytes ratio NICE / best of {split}" in md
     for word in ("oracle", "downsample", "posterize", "webp", "gradcam", "integrated_gradients", "occlusion",
-                 "deletion AUC"):
+                 "deletion AUC", "RISE deletion", "ROAD MoRF", "infidelity", "sensitivity max", "](explanations.png)"):
         assert word in md
     html = (tmp_path / "ev" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2

@@ -168,6 +168,42 @@ def test_evaluate_links_metrics_to_the_evaluated_model_and_tags_its_version(smal
     assert _inputs(client, first_eval)["eval"].digest == archive.digest
 
 
+def test_an_evaluation_run_holds_its_explanation_metrics_and_table(small_model, tracker, tmp_path):
+    """`nice evaluate` of a registered model: the evaluate run in the store has the benchmark's
+    rate and explanation metrics, linked to the evaluated model, and the per-method table."""
+    from nice.bundle import resolve_model
+    from nice.jobs import evaluate_step
+
+    version = _register(tracker, small_model)
+    model = resolve_model(f"models:/{GENERATOR_MODEL}/{version}")
+    res = evaluate_step(model, "mnist", tmp_path / "ev", StepContext(tracker, progress=False), limit=40,
+                        explain_limit=20)
+    client = tracker.client
+    run = client.get_run(res["mlflow_run_id"])  # opened from the SQLite store, not from `res`
+    assert run.data.tags["nice.step"] == "evaluate"
+    by = {e["method"]: e for e in res["explain"]}
+    metrics = run.data.metrics
+    for method in ("nice", "gradcam", "integrated_gradients", "saliency", "occlusion"):
+        e = by[method]
+        for key in ("deletion_auc", "rise_insertion_auc", "road_morf", "road_lerf", "infidelity"):
+            assert metrics[f"explain.{method}.{key}"] == pytest.approx(e[key])
+        assert metrics[f"explain.{method}.preservation_5pct"] == pytest.approx(e["preservation"]["5%"])
+    assert metrics["bench.best_nice.bytes_ratio"] == pytest.approx(res["best_nice"]["bytes_ratio"])
+    # Linked to the evaluated model, with the test split as the eval input.
+    model_id = model_id_of(client.get_model_version(GENERATOR_MODEL, version))
+    linked = {m.key for m in client.get_logged_model(model_id).metrics if m.run_id == run.info.run_id}
+    assert {"explain.nice.road_morf", "explain.occlusion.infidelity", "bench.ratio_to_best"} <= linked
+    assert _inputs(client, run.info.run_id)["eval"].name == "mnist/test"
+    exp = run.info.experiment_id
+    table = client.load_table(exp, "benchmark/explanations.json", run_ids=[run.info.run_id])
+    assert sorted(table["method"]) == sorted(by)
+    row = table.set_index("method").loc["nice"]
+    assert row["rise_deletion_auc"] == pytest.approx(by["nice"]["rise_deletion_auc"])
+    assert row["preservation_20pct"] == pytest.approx(by["nice"]["preservation"]["20%"])
+    points = client.load_table(exp, "benchmark/rate_points.json", run_ids=[run.info.run_id])
+    assert len(points) == len(res["points"]) and "oracle-webp" in set(points["method"])
+
+
 def test_registered_mask_generator_loads_without_the_repository(small_model, tracker, tmp_path):
     from nice.data.sources import load_builtin
 

@@ -7,8 +7,11 @@ Rate-accuracy points (bytes relative to the source files, accuracy against label
   (centre, random, Grad-CAM, saliency, integrated gradients); JPEG and WebP quality sweeps of
   the originals; the per-image oracle (lowest JPEG quality that keeps the prediction);
   uniform downsampling by 2 and 4; posterisation to 2 and 4 grey levels for grey images.
-Explanation metrics: deletion / insertion AUC (RISE protocol, on the gate grid, removed blocks
-become the mixing background), preservation accuracy at 5/10/20% kept, seconds per image."""
+Explanation metrics (on the gate grid, NICE ranked as the compressor ranks): deletion / insertion
+AUC with removed blocks becoming the product's background (what is stored), preservation accuracy
+at 5/10/20% kept, seconds per image; and the published protocols: RISE deletion / insertion
+(black / blurred substrate), ROAD (noisy linear imputation, MoRF / LeRF), captum infidelity and
+sensitivity_max (nice.evaluate.faithfulness)."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from nice.codec import Rung, final_effort, fixed_effort, fixed_rung, output_form
 from nice.compress.search import Masks, Search
 from nice.evaluate.attributions import LEARNED, attribute, topk_mask
 from nice.evaluate.baselines import downsampled, reencode
-from nice.gates import HardConcrete, upsample_gates
+from nice.gates import HardConcrete, rank_scores, rank_window, upsample_gates
 from nice.imageio import decode_image, image_pixels, to_float_batch, to_uint8_batch
 from nice.mixing import background, make_mixer
 
@@ -61,6 +64,14 @@ class ExplainScore:
     preservation: dict[str, float] = field(default_factory=dict)  # kept fraction -> accuracy
     seconds_per_image: float = 0.0
     sparsity: float | None = None  # NICE only: mean fraction of blocks open at the model's tau
+    # The published protocols (nice.evaluate.faithfulness), for comparison with other papers.
+    rise_deletion_auc: float | None = None  # black substrate; lower is better
+    rise_insertion_auc: float | None = None  # blurred substrate; higher is better
+    road_morf: float | None = None  # ROAD accuracy, most relevant imputed first (mean over levels); lower is better
+    road_lerf: float | None = None  # least relevant first; higher is better
+    road_curves: dict[str, list[float]] = field(default_factory=dict)  # level -> [MoRF, LeRF] accuracy
+    infidelity: float | None = None  # captum, normalised; lower is better
+    sensitivity_max: float | None = None  # captum; lower is better
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -249,18 +260,43 @@ class RateAccuracy:
         return self._point("posterize", f"{levels} levels PNG", sizes, self._preds(back))
 
 
+def stored_ranking(cfg: Any, method: str, scores: torch.Tensor) -> torch.Tensor:
+    """The ranking a method is measured with. NICE's is the one the compressor stores: its
+    log-alpha smoothed over ~`search.rank_smooth_px` pixels (what the rank loss trains and the
+    search cuts at each keep level); the other methods' are their own scores, as published."""
+    if method != "nice":
+        return scores
+    return rank_scores(scores, rank_window(cfg.search.rank_smooth_px, cfg.gates.block))
+
+
+def attribution_values(method: str, ranking: torch.Tensor) -> torch.Tensor:
+    """Scores as attribution values (infidelity and sensitivity read values, not ranks):
+    NICE's log-alpha as the probability that its gate is open, the others' as they are."""
+    return torch.sigmoid(ranking) if method == "nice" else ranking
+
+
 def explanation_scores(ra: RateAccuracy, scores: dict[str, torch.Tensor], seconds: dict[str, float],
-                       steps: int = 10, fractions: Sequence[float] = (0.05, 0.1, 0.2)) -> list[ExplainScore]:
-    """Deletion / insertion AUC of the class probability (RISE) and preservation accuracy."""
+                       steps: int = 10, fractions: Sequence[float] = (0.05, 0.1, 0.2), standard: bool = True,
+                       road_limit: int = 200, sensitivity_limit: int = 50) -> list[ExplainScore]:
+    """Per method: deletion / insertion AUC of the class probability with the product's own
+    background (what is stored) and preservation accuracy at `fractions` kept; with `standard`
+    also the published protocols (nice.evaluate.faithfulness): RISE deletion / insertion,
+    ROAD MoRF / LeRF on the first `road_limit` images, captum infidelity, and captum
+    sensitivity_max on the first `sensitivity_limit` (it recomputes the explanation)."""
+    from nice.evaluate import faithfulness as fa
+
     bg = background(ra.x, ra.cfg.mixing)
     target = torch.from_numpy(ra.src_preds)
+    labels = torch.from_numpy(ra.labels)
+    block = ra.cfg.gates.block
     out = []
-    for method, s in scores.items():
+    for method, raw in scores.items():
+        s = stored_ranking(ra.cfg, method, raw)
         dele, ins = [], []
         for f in np.linspace(0, 1, steps + 1):
             z = topk_mask(s, float(f))
             kept = ra.mixer(ra.x, z)  # only the top blocks, the rest background
-            removed = torch.lerp(ra.x, bg, upsample_gates(z, ra.cfg.gates.block, tuple(ra.x.shape[-2:])))
+            removed = torch.lerp(ra.x, bg, upsample_gates(z, block, tuple(ra.x.shape[-2:])))
             ins.append(ra.clf.probs(kept).gather(1, target[:, None]).mean().item())
             dele.append(ra.clf.probs(removed).gather(1, target[:, None]).mean().item())
         x_axis = np.linspace(0, 1, steps + 1)
@@ -268,9 +304,32 @@ def explanation_scores(ra: RateAccuracy, scores: dict[str, torch.Tensor], second
         for f in fractions:
             preds = ra.clf.probs(ra.mixer(ra.x, topk_mask(s, f))).argmax(1).numpy()
             pres[f"{int(f * 100)}%"] = float((preds == ra.labels).mean())
-        out.append(ExplainScore(method, float(np.trapezoid(dele, x_axis)), float(np.trapezoid(ins, x_axis)),
-                                pres, seconds.get(method, 0.0)))
+        e = ExplainScore(method, float(np.trapezoid(dele, x_axis)), float(np.trapezoid(ins, x_axis)),
+                         pres, seconds.get(method, 0.0))
+        if standard:
+            e.rise_deletion_auc, e.rise_insertion_auc = fa.rise_deletion_insertion(ra.clf.probs, ra.x, s, target, block)
+            k = min(road_limit, len(ra.x))
+            morf, lerf = fa.road(ra.clf.probs, ra.x[:k], s[:k], labels[:k], block)
+            e.road_morf, e.road_lerf = float(np.mean(morf)), float(np.mean(lerf))
+            e.road_curves = {f"{int(f * 100)}%": [m, le] for f, m, le in zip(fa.ROAD_LEVELS, morf, lerf)}
+            e.infidelity = fa.infidelity(ra.clf.probs, ra.x, bg, attribution_values(method, s), target, block)
+            e.sensitivity_max = _sensitivity(ra, method, min(sensitivity_limit, len(ra.x)))
+        out.append(e)
     return out
+
+
+def _sensitivity(ra: RateAccuracy, method: str, k: int) -> float | None:
+    """captum sensitivity_max of `method` recomputed on noisy copies of the first `k` images."""
+    from nice.evaluate import faithfulness as fa
+
+    if method not in LEARNED or k == 0:
+        return None
+
+    def explain(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        att = attribute(method, ra.model, x, target, background(x, ra.cfg.mixing))
+        return attribution_values(method, stored_ranking(ra.cfg, method, att.scores))
+
+    return fa.sensitivity(explain, ra.x[:k], torch.from_numpy(ra.src_preds[:k]))
 
 
 @dataclass
@@ -286,7 +345,7 @@ class Examples:
 
 
 def per_class_examples(ra: RateAccuracy, scores: dict[str, torch.Tensor], tau: float,
-                       methods: Sequence[str] = ("nice", "gradcam", "integrated_gradients", "occlusion"),
+                       methods: Sequence[str] = LEARNED,
                        limit: int = 10) -> Examples:
     """The first image of each class among `ra` (at most `limit`), from scores already computed."""
     picks = [int(np.flatnonzero(ra.labels == c)[0]) for c in np.unique(ra.labels)][:limit]
@@ -294,8 +353,9 @@ def per_class_examples(ra: RateAccuracy, scores: dict[str, torch.Tensor], tau: f
     gates = ra.gates.binarize(scores["nice"][idx].unsqueeze(1), tau)
     density = gates.mean(dim=(1, 2, 3))
     size = tuple(ra.x.shape[-2:])
-    masks = {m: upsample_gates(topk_mask(scores[m][idx], density), ra.cfg.gates.block, size)[:, 0].numpy().astype(bool)
-             for m in methods if m in scores}
+    # Every method's top blocks at NICE's per-image density, each ranked as it is measured.
+    masks = {m: upsample_gates(topk_mask(stored_ranking(ra.cfg, m, scores[m][idx]), density), ra.cfg.gates.block,
+                               size)[:, 0].numpy().astype(bool) for m in methods if m in scores}
     return Examples(ra.pixels[picks], ra.labels[picks], ra.src_preds[picks], masks,
                     to_uint8_batch(ra.mixer(ra.x[idx], gates)))
 

@@ -37,6 +37,10 @@ def evaluate_savings(savings: str | Path, source: str, model: Any, out_dir: str 
     with ctx.step("evaluate", {"savings": str(savings), "source": source, "sample": sample,
                                **{f"gate.{k}": v for k, v in vars(promotion).items()}}):
         ctx.evaluating(model.uri, source, rows, versions, benchmark)  # metrics linked to the model and archive
+        if benchmark:
+            from nice.evaluate.tracked import log_benchmark
+
+            log_benchmark(ctx, benchmark)  # the test-set benchmark's metrics and tables, same links
         m = savings_metrics(rows)
         gates = check_gates(m, promotion, benchmark)
 

@@ -113,12 +113,71 @@ def verdicts(b: Benchmark) -> list[str]:
             else:
                 lines.append(f"Keeping the top {frac} of pixels, NICE is NOT the best: {best.method} "
                              f"{best.preservation[frac] * 100:.1f}% vs NICE {nice.preservation[frac] * 100:.1f}%.")
+        lines += explanation_verdicts(b.explain)
         if nice.sparsity is not None:
             lines.append(f"NICE's masks keep {nice.sparsity * 100:.1f}% of the gate blocks at the model's tau "
                          f"(the density the other masks were given).")
         if "occlusion" in by and nice.seconds_per_image > 0:
+            ig = (f", {by['integrated_gradients'].seconds_per_image / nice.seconds_per_image:.0f}x faster than "
+                  "integrated gradients" if "integrated_gradients" in by else "")
             lines.append(f"NICE explains an image in {nice.seconds_per_image * 1000:.2f} ms, "
-                         f"{by['occlusion'].seconds_per_image / nice.seconds_per_image:.0f}x faster than occlusion.")
+                         f"{by['occlusion'].seconds_per_image / nice.seconds_per_image:.0f}x faster than occlusion{ig}.")
+    return lines
+
+
+# (field, label, higher is better) of the explanation metrics the goal and verdicts read.
+EXPLAIN_METRICS = (("deletion_auc", "deletion AUC (stored background)", False),
+                   ("insertion_auc", "insertion AUC (stored background)", True),
+                   ("rise_deletion_auc", "RISE deletion AUC", False), ("rise_insertion_auc", "RISE insertion AUC", True),
+                   ("road_morf", "ROAD MoRF", False), ("road_lerf", "ROAD LeRF", True),
+                   ("infidelity", "infidelity", False), ("sensitivity_max", "sensitivity max", False))
+SPEEDUP_GOALS = {"occlusion": 100.0, "integrated_gradients": 10.0}  # issue 20: NICE this many times faster
+
+
+def explanation_goal(explain: Sequence[Any]) -> dict[str, Any]:
+    """Issue 20's goal on one set: NICE preserves the prediction at least as often as the best
+    baseline at every kept fraction, wins deletion and insertion AUC (both protocols), and is
+    100x faster than occlusion and 10x faster than integrated gradients. Each part and all."""
+    by = {e.method: e for e in explain}
+    nice = by.get("nice")
+    others = [e for e in explain if e.method != "nice"]
+    if nice is None or not others:
+        return {}
+    parts: dict[str, bool] = {}
+    for frac, v in nice.preservation.items():
+        parts[f"preservation {frac}"] = v >= max(e.preservation.get(frac, 0.0) for e in others)
+    for name, _, higher in EXPLAIN_METRICS[:4]:
+        vals = [getattr(e, name) for e in others if getattr(e, name) is not None]
+        mine = getattr(nice, name)
+        if mine is not None and vals:
+            parts[name] = mine >= max(vals) if higher else mine <= min(vals)
+    for m, times in SPEEDUP_GOALS.items():
+        if m in by and nice.seconds_per_image > 0:
+            parts[f"{times:g}x faster than {m}"] = by[m].seconds_per_image / nice.seconds_per_image >= times
+    return parts | {"met": all(parts.values())}
+
+
+def explanation_verdicts(explain: Sequence[Any]) -> list[str]:
+    """One sentence per standard metric: the best method and NICE; then the goal."""
+    by = {e.method: e for e in explain}
+    nice = by["nice"]
+    lines = []
+    for name, label, higher in EXPLAIN_METRICS[2:]:
+        scored = [e for e in explain if getattr(e, name) is not None]
+        if getattr(nice, name) is None or len(scored) < 2:
+            continue
+        best = (max if higher else min)(scored, key=lambda e: getattr(e, name))
+        spec = ".2e" if name == "infidelity" else ".3f"
+        if best.method == "nice":
+            lines.append(f"{label}: NICE is the best ({getattr(nice, name):{spec}}).")
+        else:
+            lines.append(f"{label}: NICE is NOT the best: {best.method} {getattr(best, name):{spec}} vs NICE "
+                         f"{getattr(nice, name):{spec}}.")
+    goal = explanation_goal(explain)
+    if goal:
+        missed = [k for k, v in goal.items() if k != "met" and not v]
+        lines.append("Issue 20's explanation goal: met." if goal["met"] else
+                     f"Issue 20's explanation goal: NOT met ({', '.join(missed)}).")
     return lines
 
 
@@ -136,11 +195,22 @@ def write_reports(b: Benchmark, out: str | Path, title: str, figures: dict[str, 
                                          "|---|---|---|---|---|---|---|---|"]
     md += [f"| {p.method} | {p.setting} | {'yes' if p.guarded else 'no'} | {p.bytes_ratio:.3f} | "
            f"{p.accuracy * 100:.2f}% | {p.drop_points:+.2f} | {p.flips} | {p.kept} |" for p in rate_rows]
-    md += ["", "## Explanations (deletion lower is better, insertion higher is better)", "",
-           "| method | deletion AUC | insertion AUC | top 5% | top 10% | top 20% | ms / image |", "|---|---|---|---|---|---|---|"]
-    md += [f"| {e.method} | {e.deletion_auc:.3f} | {e.insertion_auc:.3f} | "
+    md += ["", "## Explanations (same images; NICE ranked as the compressor stores it)", "",
+           "Deletion / insertion with the product's background (what is stored) and with the RISE protocol "
+           "(black / blurred substrate); ROAD: accuracy with the top (MoRF) or bottom (LeRF) 10-90% of the "
+           "blocks imputed (noisy linear imputation), mean over levels; infidelity and sensitivity: captum. "
+           "Lower is better for deletion, MoRF, infidelity and sensitivity; higher for the rest.", "",
+           "| method | deletion AUC | insertion AUC | RISE deletion | RISE insertion | ROAD MoRF | ROAD LeRF "
+           "| infidelity | sensitivity max | top 5% | top 10% | top 20% | ms / image |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md += [f"| {e.method} | {e.deletion_auc:.3f} | {e.insertion_auc:.3f} | {_opt(e.rise_deletion_auc)} | "
+           f"{_opt(e.rise_insertion_auc)} | {_opt(e.road_morf)} | {_opt(e.road_lerf)} | {_opt(e.infidelity, '.2e')} | "
+           f"{_opt(e.sensitivity_max)} | "
            + " | ".join(f"{e.preservation.get(k, float('nan')) * 100:.1f}%" for k in ("5%", "10%", "20%"))
            + f" | {e.seconds_per_image * 1000:.2f} |" for e in b.explain]
+    if "examples per class" in figures:
+        md += ["", "## Each method's masks on the same images", "",
+               f"![every method's top blocks at NICE's density, one image per class]({figures['examples per class'].name})"]
     md_path = out / "report.md"
     md_path.write_text("\n".join(md) + "\n")
     body = "".join(f"<li>{html.escape(line)}</li>" for line in v)
@@ -154,6 +224,10 @@ def write_reports(b: Benchmark, out: str | Path, title: str, figures: dict[str, 
     html_path = out / "report.html"
     html_path.write_text(doc)
     return html_path, md_path
+
+
+def _opt(v: float | None, spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
 
 
 def _md_tables_to_html(md: list[str]) -> str:
@@ -193,6 +267,6 @@ def evaluate_model(model: Any, spec: str, out: str | Path, limit: int | None = 2
         figures["examples per class"] = explanation_figure(b.examples, names, out / "explanations.png")
     html_path, md_path = write_reports(b, out, f"NICE evaluation: {spec}", figures)
     result = b.to_dict() | {"verdicts": verdicts(b), "report_html": str(html_path), "report_md": str(md_path),
-                            "dataset": spec, "model": model.uri}
+                            "dataset": spec, "model": model.uri, "explanation_goal": explanation_goal(b.explain)}
     (out / "benchmark.json").write_text(json.dumps(result, indent=2, default=str))
     return result
