@@ -95,7 +95,8 @@ def test_train_and_compress_mlflow(demo):
     ev_artifacts = {a.path for a in tracker.client.list_artifacts(kids["evaluate"].info.run_id, "evaluation")}
     assert {"evaluation/report.html", "evaluation/rate_accuracy.png"} <= ev_artifacts
     bench_artifacts = {a.path for a in tracker.client.list_artifacts(kids["evaluate"].info.run_id, "benchmark")}
-    assert bench_artifacts == {"benchmark/report.html", "benchmark/report.md"}
+    assert bench_artifacts == {"benchmark/report.html", "benchmark/report.md", "benchmark/rate_points.json",
+                               "benchmark/explanations.json"}  # the last two: mlflow.log_table
     assert "saving_vs_best_baseline" in kids["evaluate"].data.metrics
     assert kids["evaluate"].data.metrics["promoted"] == 1.0
     # Both models registered; champion points at this run's versions.
@@ -200,7 +201,9 @@ def test_recompress_processes_only_new_and_changed(demo, monkeypatch):
     changed = {f"{p.parent.name}/{p.name}" for p in src[4:6]}
     new = {f"{p.parent.name}/new-{i}.png" for i, p in enumerate(src[:4])}
     assert {r["source_key"] for r in rows} == changed | new
-    assert all(r["model_uri"] == "models:/nice-mask-generator@champion" for r in rows)
+    # Lineage: the alias resolved once, to the version it named (not the alias itself).
+    champion = Tracker(report.tracking_uri).alias_version("nice-mask-generator")
+    assert {r["model_uri"] for r in rows} == {f"models:/nice-mask-generator/{champion}"}
     # The listing fanned out: 606 objects in shards of 250 -> three compress-shard tasks.
     assert len(list(run_dir.glob("for-loop-*-iteration-*"))) == 3
     assert "Rate-accuracy" in (run_dir / "finish-recompress" / "report").read_text()
