@@ -302,13 +302,9 @@ def archive_run(source: str | Path, destination: str | Path, model: "str | Path 
 
 def planned_model(dst: Any, run_id: str) -> str | None:
     """The registry version a planned archive run resolved (its manifest), if any."""
-    import json
+    from nice.compress.archive import META, _get_json
 
-    try:
-        manifest = json.loads(dst.get(f"_nice/runs/{run_id}/manifest.json"))
-    except (FileNotFoundError, ValueError):
-        return None
-    uri = manifest.get("model_uri") or ""
+    uri = (_get_json(dst, f"{META}/runs/{run_id}/manifest.json") or {}).get("model_uri") or ""
     return uri if uri.startswith("models:/") else None
 
 
