@@ -92,18 +92,14 @@ class ArchiveIndex:
     def partition_of(self, key: str) -> int:
         return bisect.bisect_right(self.los, key) - 1
 
-    def overlapping(self, first: str, last: str) -> range:
-        if not self.partitions:
-            return range(0)
-        return range(max(0, self.partition_of(first)), self.partition_of(last) + 1)
-
     def rows_for(self, keys: list[str], columns: list[str] | None = None) -> dict[str, dict[str, Any]]:
-        """The index rows of `keys` (sorted), reading only the partitions over their range."""
+        """The index rows of `keys`, reading only the partitions that hold them."""
         if not keys:
             return {}
         wanted = pa.array(sorted(set(keys)), pa.string())
         out: dict[str, dict[str, Any]] = {}
-        for i in self.overlapping(keys[0], keys[-1]):
+        # Only the partitions that can hold one of the keys (a key has exactly one).
+        for i in sorted({self.partition_of(k) for k in keys} - {-1}) if self.partitions else ():
             table = _read(self.store, self.partitions[i].file, columns)
             table = table.filter(pc.is_in(table["source_key"], value_set=wanted))
             out.update((r["source_key"], r) for r in table.to_pylist())
