@@ -4,6 +4,7 @@ S3 prefix through boto3 (AWS, MinIO, Ceph, moto), with the standard credential c
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -178,8 +179,13 @@ class LocalStore:
         *folders, name = self._parts(key)
         dfd = self._open_dir(key, folders, create=True)
         try:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISLNK(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                    raise StoreError(f"key {key!r} is a symlink in {self.root}: not overwritten")
             tmp = self._write_tmp(dfd, write)
-            try:  # rename replaces a symlink at `name` itself: readers never see a partial file
+            # rename replaces whatever is at `name` now (a symlink swapped in after the check
+            # above included), never following it: readers never see a partial file.
+            try:
                 os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             except OSError as exc:
                 os.unlink(tmp, dir_fd=dfd)

@@ -18,6 +18,8 @@ from nice.storage import open_store
 
 from test_archive import upload_mnist
 
+LEASE = 25  # seconds: longer than a fresh `python -m nice` takes to start on a busy machine
+
 
 @pytest.fixture(params=["local", "s3"])
 def dst_uri(request, tmp_path):
@@ -114,7 +116,7 @@ def test_two_runs_on_one_dst_then_sigkill_and_takeover(dst_uri, small_model, tmp
 
         src = str(export_png_folder(split, tmp_path / "src", limit=n))
     cmd = [sys.executable, "-m", "nice", "compress", src, dst_uri, "--model", str(small_model),
-           "--batch-size", "16", "--shard-size", "100", "--threads", "1", "--lease-seconds", "4"]
+           "--batch-size", "16", "--shard-size", "100", "--threads", "1", "--lease-seconds", str(LEASE)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
              for _ in range(2)]
     store = open_store(dst_uri)
@@ -132,13 +134,14 @@ def test_two_runs_on_one_dst_then_sigkill_and_takeover(dst_uri, small_model, tmp
         time.sleep(0.1)
     os.killpg(holder.pid, signal.SIGKILL)
     holder.wait()
+    killed = time.monotonic()
     run_id = json.loads(store.get("_nice/latest-run.json"))["run_id"]
     assert err.strip().splitlines() == [err.strip()] and err.startswith("error: ") and f"archive run {run_id} " in err
     assert "Traceback" not in err
     assert json.loads(store.get(f"_nice/runs/{run_id}/manifest.json"))["status"] == "running", "killed mid-run"
     early = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert early.returncode == 2 and f"archive run {run_id} " in early.stderr, "the lease is still live"
-    time.sleep(4.5)
+    time.sleep(max(0.0, killed + LEASE + 1 - time.monotonic()))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
