@@ -161,7 +161,8 @@ class IndexWriter:
         self._cur, self._open_now = i, True
         has_old = i < len(self.index.partitions)
         self._old = self.index.read_partition(i) if has_old else []
-        self._pos, self._changed = 0, not has_old
+        # A legacy whole-index file is always rewritten as partitions.
+        self._pos, self._changed = 0, not has_old or self.index.partitions[i].file == LEGACY
         self._buf = []
 
     def _push(self, row: dict[str, Any]) -> None:
