@@ -78,7 +78,7 @@ def write_sources(src: Path, n: int, spread: int) -> None:
 
     split = load_split("mnist", "train")
     for j in range(n):
-        i = j * (spread // n)
+        i = j * (spread // n) + j % 10  # every label folder, numbers over the whole indexed range
         key = f"{i % 10}/{i:010d}n.png"  # beside index_key(i): a new object, not an indexed one
         path = src / key
         path.parent.mkdir(parents=True, exist_ok=True)
