@@ -163,7 +163,7 @@ class LocalStore:
                 raise StoreError(f"key {key!r} is not a regular file in {self.root}")
             return f.read()
 
-    def _write_tmp(self, dfd: int, write: "Callable[[BinaryIO], None]") -> str:
+    def _write_tmp(self, dfd: int, write: Callable[[BinaryIO], None]) -> str:
         # A short temporary name: a 255-byte file name must not fail for want of room for a suffix.
         tmp = f".nice-{uuid.uuid4().hex[:12]}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
@@ -175,7 +175,7 @@ class LocalStore:
             raise
         return tmp
 
-    def _put_with(self, key: str, write: "Callable[[BinaryIO], None]") -> None:
+    def _put_with(self, key: str, write: Callable[[BinaryIO], None]) -> None:
         *folders, name = self._parts(key)
         dfd = self._open_dir(key, folders, create=True)
         try:

@@ -12,11 +12,10 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from test_archive import upload_mnist
 
 from nice.compress.lease import Lease, LeaseHeld, LeaseLost
 from nice.storage import open_store
-
-from test_archive import upload_mnist
 
 LEASE = 25  # seconds: longer than a fresh `python -m nice` takes to start on a busy machine
 
@@ -139,10 +138,10 @@ def test_two_runs_on_one_dst_then_sigkill_and_takeover(dst_uri, small_model, tmp
     assert err.strip().splitlines() == [err.strip()] and err.startswith("error: ") and f"archive run {run_id} " in err
     assert "Traceback" not in err
     assert json.loads(store.get(f"_nice/runs/{run_id}/manifest.json"))["status"] == "running", "killed mid-run"
-    early = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    early = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert early.returncode == 2 and f"archive run {run_id} " in early.stderr, "the lease is still live"
     time.sleep(max(0.0, killed + LEASE + 1 - time.monotonic()))
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
     assert summary["run_id"] == run_id, "the takeover resumes the interrupted run"
@@ -156,5 +155,5 @@ def test_two_runs_on_one_dst_then_sigkill_and_takeover(dst_uri, small_model, tmp
     assert {store.uri_for(k) for k in outputs} == {r["output_uri"] for r in rows if r["output_uri"]}
     lease = Lease(store, "probe").current()[1]
     assert lease.released and lease.run_id == run_id
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0 and json.loads(again.stdout)["extra"]["processed"] == 0, "ended exactly once"

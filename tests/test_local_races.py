@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import png_bytes
 from PIL import Image
 
-from conftest import png_bytes
 from nice.bundle import NiceModel
 from nice.compress.archive import ArchiveOptions, ArchiveRun
 from nice.compress.listing import CollisionFinder

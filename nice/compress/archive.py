@@ -53,7 +53,13 @@ from nice.bundle import ModelRef, NiceModel, networks
 from nice.compress.engine import Compressor, ItemResult, SourceItem, check_job_config
 from nice.compress.index import DECISION, RETRYABLE, ArchiveIndex, IndexWriter
 from nice.compress.lease import DEFAULT_TTL, Lease, LeaseRecord
-from nice.compress.listing import OBJECT_CHUNK, CollisionFinder, PlanWriter, iter_sources, read_rows
+from nice.compress.listing import (
+    OBJECT_CHUNK,
+    CollisionFinder,
+    PlanWriter,
+    iter_sources,
+    read_rows,
+)
 from nice.compress.outputs import store_output
 from nice.compress.savings import SCHEMA, to_table
 from nice.config import NiceConfig
@@ -464,9 +470,8 @@ class ArchiveRun:
 
     def run_shard(self, index: int) -> int:
         """Process one shard of a planned run (resumable like the whole run); returns its size."""
-        with self.holding_lease(release=False):
-            with ThreadPoolExecutor(self.opts.workers) as pool:
-                return self._run_shard(index, pool, None)
+        with self.holding_lease(release=False), ThreadPoolExecutor(self.opts.workers) as pool:
+            return self._run_shard(index, pool, None)
 
     def _run_shard(self, index: int, pool: ThreadPoolExecutor, bar: tqdm | None) -> int:
         shard = self.shard(index)

@@ -23,8 +23,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 from nice.storage import Store
 
@@ -36,7 +36,7 @@ DEFAULT_TTL = 300.0
 class LeaseHeld(RuntimeError):
     """Another run holds DST's lease (the CLI prints it as one line and exits 2)."""
 
-    def __init__(self, uri: str, record: "LeaseRecord", now: float) -> None:
+    def __init__(self, uri: str, record: LeaseRecord, now: float) -> None:
         age = max(0.0, now - record.renewed_at)
         super().__init__(
             f"{uri} is in use by archive run {record.run_id or '(starting)'} ({record.holder}, lease renewed "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import io
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
