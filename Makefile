@@ -36,7 +36,8 @@ test-fast: data tools
 demo: data
 	$(VENV)/bin/nice demo
 
-# 20,000 objects through a proxy injecting 5% faults, then without faults (outside `make test`).
+# 20,000 objects on the default path (the per-image search): a clean run, then one through a
+# proxy injecting 5% faults per botocore retry mode (standard, adaptive); outside `make test`.
 soak: data
 	$(PY) bench/soak.py --objects 20000 --faults 0.05
 

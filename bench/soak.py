@@ -1,15 +1,20 @@
-"""Soak: N small objects through the fault-injecting proxy (default 20,000 at 5% faults),
-then the same objects without faults, and the exactly-once checks of tests/test_faults.py.
+"""Soak: N small objects on the default path (the per-image search) through the
+fault-injecting proxy (default 20,000 at 5% faults) once per botocore retry mode, and once
+without faults, each into its own DST, with the exactly-once checks of tests/test_faults.py.
 
     .venv/bin/python bench/soak.py [--objects 20000] [--faults 0.05] [--model DIR]
+                                   [--retry-modes standard adaptive]
 
-Prints the fault counts, retry counts and the wall-time cost of the faults. Bounded: it stops
-with an error after --max-minutes."""
+Prints, per run, the fault counts, the requests the endpoint saw, our source re-reads, every
+object exactly once and the partial objects at DST (an object whose size is not its row's),
+and the wall-time cost of the faults against the clean run. Bounded: it stops with an error
+after --max-minutes."""
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +37,8 @@ def main() -> int:
     ap.add_argument("--objects", type=int, default=20_000)
     ap.add_argument("--faults", type=float, default=0.05)
     ap.add_argument("--model", help="NICE model dir (default: a 1-epoch MNIST model trained here)")
-    ap.add_argument("--max-minutes", type=float, default=60)
+    ap.add_argument("--max-minutes", type=float, default=120)
+    ap.add_argument("--retry-modes", nargs="+", default=["standard", "adaptive"], choices=["standard", "adaptive", "legacy"])
     args = ap.parse_args()
     deadline = time.monotonic() + args.max_minutes * 60
     from nice.data.mnist import load_split
@@ -68,7 +74,9 @@ def main() -> int:
             list(pool.map(lambda ik: s3.put_object(Bucket="soak", Key=ik[1], Body=png(ik[0])), enumerate(keys)))
         print(f"seeded {len(keys)} objects", flush=True)
         results = {}
-        for label, fraction in (("faults", args.faults), ("clean", 0.0)):
+        runs = [("clean", "standard", 0.0)] + [(f"faults-{m}", m, args.faults) for m in args.retry_modes]
+        for label, mode, fraction in runs:
+            os.environ["AWS_RETRY_MODE"] = mode  # read by S3Store when it builds its client
             with FaultProxy(endpoint, fraction=fraction, seed=7) as proxy:
                 src, dst = S3Store("soak", "src", proxy.url), S3Store("soak", f"dst-{label}", proxy.url)
                 t0 = time.perf_counter()
@@ -80,19 +88,27 @@ def main() -> int:
             body = s3.get_object(Bucket="soak", Key=f"dst-{label}/_nice/runs/{summary.run_id}/savings.parquet")["Body"].read()
             rows = pq.read_table(io.BytesIO(body)).to_pylist()
             keys_seen = sorted(r["source_key"] for r in rows)
-            outputs = sum(1 for p in s3.get_paginator("list_objects_v2").paginate(Bucket="soak", Prefix=f"dst-{label}/")
-                          for o in p.get("Contents", []) if "/_nice/" not in o["Key"])
-            results[label] = dict(wall_s=round(wall, 1), requests=proxy.counts["requests"],
+            by_out = {r["output_uri"].split("soak/", 1)[1]: r for r in rows if r["output_uri"]}
+            listed = [o for p in s3.get_paginator("list_objects_v2").paginate(Bucket="soak", Prefix=f"dst-{label}/")
+                      for o in p.get("Contents", []) if "/_nice/" not in o["Key"]]
+            partial = sum(1 for o in listed if o["Key"] not in by_out or o["Size"] != by_out[o["Key"]]["output_bytes"])
+            results[label] = dict(retry_mode=mode, wall_s=round(wall, 1), requests=proxy.counts["requests"],
                                   faults={k: v for k, v in proxy.counts.items() if k != "requests"},
                                   source_read_retries=summary.extra["source_read_retries"], counts=summary.counts,
                                   exactly_once=keys_seen == sorted(k[len("src/"):] for k in keys),
-                                  outputs_at_dst=outputs)
+                                  outputs_at_dst=len(listed), partial_at_dst=partial)
             print(label, results[label], flush=True)
-        ok = all(r["exactly_once"] and r["outputs_at_dst"] == args.objects for r in results.values())
-        print(f"fault cost: {results['faults']['wall_s'] / results['clean']['wall_s']:.2f}x the clean wall time; "
-              f"{'OK' if ok else 'FAILED'}")
+        ok = all(r["exactly_once"] and r["outputs_at_dst"] == args.objects and r["partial_at_dst"] == 0
+                 and r["counts"]["failed"] == 0 for r in results.values())
+        clean = results["clean"]
+        for label, r in results.items():
+            if label != "clean":
+                print(f"{label}: {r['wall_s'] / clean['wall_s']:.2f}x the clean wall time, "
+                      f"{r['requests'] - clean['requests']} extra requests "
+                      f"({sum(r['faults'].values())} faults injected, {r['source_read_retries']} source re-reads)")
+        print(f"path: {'per-image search' if model.config.search.enabled else 'fixed'}; "
+              f"{args.objects} objects, {args.faults:.0%} faults; {'OK' if ok else 'FAILED'}")
         return 0 if ok else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

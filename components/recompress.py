@@ -16,7 +16,6 @@ def plan_recompress(source: str, destination: str, model_uri: str, config: dict 
     """List the live archive and record the run's object list (archive run `kfp-<KFP run id>`,
     so that every step of this pipeline run names the same one); returns the shard indices.
     Reads the model's config only: the networks are never loaded here."""
-    from nice.compress.archive import make_shards
     from nice.jobs import StepContext, archive_run
     from nice.tracking import Tracker
 
@@ -25,9 +24,9 @@ def plan_recompress(source: str, destination: str, model_uri: str, config: dict 
         run = archive_run(source, destination, model_uri, config, since_last=since_last, shard_size=shard_size,
                           max_shards=max_shards or None, progress=False, run_id=f"kfp-{kfp_run_id}",
                           reprocess=reprocess, reprocess_limit=reprocess_limit)
-        objects = run.plan()
-        shards = list(range(len(make_shards(objects, run.shard_size))))
-        ctx.log_metrics({"objects_listed": len(objects), "shards": len(shards), "shard_size": run.shard_size})
+        plan = run.plan()  # takes the destination's lease for this run; the shards join it, finish releases it
+        shards = list(range(plan.shards))
+        ctx.log_metrics({"objects_listed": plan.objects, "shards": plan.shards, "shard_size": plan.shard_size})
     return shards
 
 

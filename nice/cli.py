@@ -161,8 +161,8 @@ def cmd_compress_folder(args: argparse.Namespace) -> int:
 
     # The same archive run as `compress`, between two local folders.
     _print(compress_step(str(args.src), str(args.dst), args.model, overrides=overrides_from_args(args),
-                         threads=args.threads, batch_size=args.batch_size,
-                         savings=str(args.savings) if args.savings else None))
+                         threads=args.threads, batch_size=args.batch_size, wait=args.wait,
+                         lease_seconds=args.lease_seconds, savings=str(args.savings) if args.savings else None))
     return 0
 
 
@@ -177,7 +177,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     _print(compress_step(args.src, args.dst, args.model, overrides=overrides, threads=args.threads,
                          endpoint_url=args.endpoint_url, shard_size=args.shard_size, batch_size=args.batch_size,
                          workers=args.workers, since_last=args.since_last, reprocess=args.reprocess or "",
-                         reprocess_limit=args.reprocess_limit,
+                         reprocess_limit=args.reprocess_limit, wait=args.wait, lease_seconds=args.lease_seconds,
                          savings=str(args.savings) if args.savings else None))
     return 0
 
@@ -330,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--savings", type=Path, help="also write the merged savings Parquet here")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    _add_lease(p)
     _add_config(p, codec=True)
     p.set_defaults(func=cmd_compress_folder)
 
@@ -351,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=8, help="concurrent downloads/uploads")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    _add_lease(p)
     _add_config(p, codec=True)
     p.set_defaults(func=cmd_compress)
 
@@ -422,6 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_lease(p: argparse.ArgumentParser) -> None:
+    from nice.compress.lease import DEFAULT_TTL
+
+    p.add_argument("--wait", action="store_true", help="if another run holds DST's lease, wait for it instead of "
+                   "exiting with status 2")
+    p.add_argument("--lease-seconds", dest="lease_seconds", type=float, default=DEFAULT_TTL,
+                   help=f"DST's lease: renewed every quarter of this; a lease not renewed for this long (a killed "
+                        f"run) is taken over and its run resumed (default {DEFAULT_TTL:.0f})")
+
+
 class UsageError(ValueError):
     """A command line that cannot run as given (exit 2, one line)."""
 
@@ -439,9 +451,11 @@ def setup_logging(args: argparse.Namespace) -> None:
 def guarded(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     """Run a command; what stops it from running at all (missing model or data, bad config,
     a dataset the model cannot take, bad URI) is one line on stderr and exit status 2."""
+    from nice.compress.lease import LeaseHeld, LeaseLost
+
     try:
         return int(func(args) or 0)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+    except (FileNotFoundError, NotADirectoryError, ValueError, LeaseHeld, LeaseLost) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -135,7 +135,8 @@ def test_rerun_is_idempotent_and_since_last_is_incremental(bucket, small_model, 
 def test_sigkill_mid_run_then_rerun_is_exactly_once(bucket, small_model, mnist_test_split, s3_endpoint):
     upload_mnist(bucket, "src", mnist_test_split, 0, 600)
     cmd = [sys.executable, "-m", "nice", "compress", f"s3://{bucket}/src/", f"s3://{bucket}/dst/",
-           "--model", str(small_model), "--batch-size", "16", "--shard-size", "200", "--threads", "1"]
+           "--model", str(small_model), "--batch-size", "16", "--shard-size", "200", "--threads", "1",
+           "--lease-seconds", "3"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     s3 = boto3.client("s3")
     deadline = time.time() + 120
@@ -152,6 +153,7 @@ def test_sigkill_mid_run_then_rerun_is_exactly_once(bucket, small_model, mnist_t
     manifest_key = f"dst/_nice/runs/{latest['run_id']}/manifest.json"
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
     assert manifest["status"] == "running", "the kill must land mid-run"
+    time.sleep(3.5)  # past the killed run's lease
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
@@ -261,8 +263,10 @@ def test_staged_run_plan_shards_finish(bucket, small_model, mnist_test_split):
     def run():
         return ArchiveRun(src, dst, model, opts=ArchiveOptions(shard_size=50, progress=False, run_id="kfp-abc"))
 
-    objects = run().plan()
-    assert len(objects) == 120
+    plan = run().plan()
+    assert (plan.objects, plan.shards) == (120, 3)
+    objects = run().planned_objects()
+    assert [o.key for o in objects] == sorted(o.key for o in src.list())
     assert run().run_shard(2) == 20
     with pytest.raises(RuntimeError, match="no row yet"):
         run().finish()  # shards 0 and 1 have not run
@@ -312,8 +316,9 @@ def test_plan_and_finish_never_load_the_networks(tmp_path, small_model, mnist_te
         NiceModel.load(hollow)
     common = {"run_id": "kfp-abc", "shard_size": 10, "progress": False}
     plan = archive_run(str(src), str(dst), hollow, **common)
-    objects = plan.plan()
-    assert len(objects) == 20 and plan.shard_size == 10 and plan._compressor is None
+    info = plan.plan()
+    objects = plan.planned_objects()
+    assert info.objects == len(objects) == 20 and plan.shard_size == 10 and plan._compressor is None
     with pytest.raises(RuntimeError, match="Missing key"):
         archive_run(str(src), str(dst), hollow, **common).run_shard(0)  # a shard does build them
     for i in range(2):

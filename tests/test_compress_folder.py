@@ -139,7 +139,7 @@ def test_killed_compress_folder_resumes_the_same_run_and_redoes_nothing_committe
     src = export_png_folder(test_split, tmp_path / "src", limit=240)
     dst = tmp_path / "dst"
     cmd = [sys.executable, "-m", "nice", "compress-folder", str(src), str(dst), "--model", str(small_model),
-           "--batch-size", "4", "--threads", "1"]
+           "--batch-size", "4", "--threads", "1", "--lease-seconds", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
     while time.time() < deadline and not list(dst.glob("_nice/runs/*/parts/*.parquet")) and proc.poll() is None:
@@ -155,6 +155,7 @@ def test_killed_compress_folder_resumes_the_same_run_and_redoes_nothing_committe
     assert 0 < len(committed) < 240
 
     capsys.readouterr()
+    time.sleep(2.5)  # past the killed run's lease
     assert nice_main(["compress-folder", str(src), str(dst), "--model", str(small_model), "--batch-size", "16"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["run_id"] == run_id, "the rerun resumes the interrupted run"
