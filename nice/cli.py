@@ -176,7 +176,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         return 0
     _print(compress_step(args.src, args.dst, args.model, overrides=overrides, threads=args.threads,
                          endpoint_url=args.endpoint_url, shard_size=args.shard_size, batch_size=args.batch_size,
-                         workers=args.workers, since_last=args.since_last, reprocess=args.reprocess or "",
+                         workers=args.workers, io_threads=args.io_threads, since_last=args.since_last, reprocess=args.reprocess or "",
                          reprocess_limit=args.reprocess_limit, wait=args.wait, lease_seconds=args.lease_seconds,
                          savings=str(args.savings) if args.savings else None))
     return 0
@@ -349,8 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=200, help="objects sampled by --dry-run")
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=8, help="concurrent downloads/uploads")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the cores, each compressing whole shards (default 1)")
+    p.add_argument("--io-threads", dest="io_threads", type=int, default=8,
+                   help="concurrent downloads/uploads per process")
+    p.add_argument("--threads", type=int, default=0, help="torch threads in all (0: all cores)")
     p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)")
     _add_lease(p)
     _add_config(p, codec=True)

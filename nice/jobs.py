@@ -310,17 +310,32 @@ def planned_model(dst: Any, run_id: str) -> str | None:
 
 def compress_step(src: str, dst: str, model: "str | Path | NiceModel | ModelRef", ctx: StepContext | None = None,
                   overrides: dict[str, Any] | None = None, model_uri: str | None = None,
-                  threads: int | None = None, endpoint_url: str | None = None, **options: Any) -> dict[str, Any]:
-    """`nice compress` as a step: the whole archive in this process (resumable, idempotent)."""
+                  threads: int | None = None, endpoint_url: str | None = None, workers: int = 1,
+                  **options: Any) -> dict[str, Any]:
+    """`nice compress` as a step: the whole archive on this machine (resumable, idempotent),
+    its shards in this process or in `workers` processes sharing the cores (nice.compress.workers)."""
+    from nice.compress.workers import SHARDS_PER_WORKER, WorkerSpec, shard_runner
     from nice.device import configure_threads
 
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     ctx = ctx or StepContext()
-    configure_threads(threads)
+    cores = configure_threads(threads)
+    runner = None
+    if workers > 1:
+        if not isinstance(model, (str, Path)):
+            raise ValueError("worker processes load the model themselves: give a model directory or URI")
+        options = {**options, "min_shards": workers * SHARDS_PER_WORKER}
+        spec = WorkerSpec(str(src), str(dst), str(model), dict(overrides or {}), model_uri, endpoint_url,
+                          dict(options), threads=max(1, cores // workers))
+        runner = shard_runner(spec, workers)
+        configure_threads(max(1, cores // workers))  # the parent's own share (planning, the finish)
     run = archive_run(src, dst, model, overrides, model_uri=model_uri, endpoint_url=endpoint_url,
                       **{"progress": ctx.progress, **options})
     with ctx.step("compress-archive", {"source": src, "destination": dst, "model_uri": run.model.uri,
-                                       "config_hash": run.config_hash, "since_last": run.opts.since_last}):
-        summary = run.run()
+                                       "config_hash": run.config_hash, "since_last": run.opts.since_last,
+                                       "workers": workers}):
+        summary = run.run(runner)
         data = summary.to_dict()
         ctx.log_metrics(summary_metrics(data))
         if run.opts.savings:

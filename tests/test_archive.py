@@ -132,11 +132,14 @@ def test_rerun_is_idempotent_and_since_last_is_incremental(bucket, small_model, 
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_rerun_is_exactly_once(bucket, small_model, mnist_test_split, s3_endpoint):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_mid_run_then_rerun_is_exactly_once(bucket, small_model, mnist_test_split, s3_endpoint, workers):
+    """SIGKILL the run's process group (with --workers 2: the parent and its worker processes)
+    mid-run; the rerun resumes the same run and every object ends with exactly one row."""
     upload_mnist(bucket, "src", mnist_test_split, 0, 600)
     cmd = [sys.executable, "-m", "nice", "compress", f"s3://{bucket}/src/", f"s3://{bucket}/dst/",
-           "--model", str(small_model), "--batch-size", "16", "--shard-size", "200", "--threads", "1",
-           "--lease-seconds", "3"]
+           "--model", str(small_model), "--batch-size", "16", "--shard-size", "200", "--threads", str(workers),
+           "--lease-seconds", "3", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     s3 = boto3.client("s3")
     deadline = time.time() + 120
@@ -186,6 +189,32 @@ def test_local_folders_dry_run_and_exit_codes(tmp_path, small_model, mnist_test_
     assert main(["compress", str(src), str(tmp_path / "dst2"), "--model", str(tmp_path / "nope")]) == 2
     assert "not a NICE model directory" in capsys.readouterr().err
     assert main(["compress", str(src), str(src), "--model", str(small_model)]) == 2
+
+
+def test_two_worker_processes_split_the_shards_and_agree_with_one(tmp_path, small_model, mnist_test_split, capsys):
+    """--workers 2: the plan is cut into >= 8 shards, two processes take them, every object
+    gets exactly one row and one output, with the same statuses as a one-process run."""
+    import json
+    from nice.cli import main
+    from nice.data.sources import export_png_folder
+
+    src = export_png_folder(mnist_test_split, tmp_path / "src", limit=300)
+    runs = {}
+    for workers in (1, 2):
+        dst = tmp_path / f"dst{workers}"
+        assert main(["compress", str(src), str(dst), "--model", str(small_model), "--threads", "2",
+                     "--workers", str(workers)]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        manifest = json.loads((dst / "_nice" / "runs" / summary["run_id"] / "manifest.json").read_text())
+        rows = pq.read_table(dst / "_nice" / "runs" / summary["run_id"] / "savings.parquet").to_pylist()
+        assert len(rows) == 300 and len({r["source_key"] for r in rows}) == 300
+        outputs = {p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file() and "_nice" not in p.parts}
+        assert outputs == {r["output_uri"].split(str(dst) + "/", 1)[-1] for r in rows if r["output_uri"]}
+        runs[workers] = (manifest, {r["source_key"]: r["status"] for r in rows})
+    assert runs[1][0]["shards"] == 1 and runs[2][0]["shards"] >= 8
+    assert runs[1][1] == runs[2][1]
+    assert main(["compress", str(src), str(tmp_path / "dst0"), "--model", str(small_model), "--workers", "0"]) == 2
+    assert "workers must be >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,8 +74,11 @@ REPROCESS = ("", "older-models")
 class ArchiveOptions:
     shard_size: int = 1000  # target objects per shard
     max_shards: int | None = None  # cap on the fan-out: shards grow past shard_size to stay under it
+    # Floor on the fan-out (worker processes): shards shrink below shard_size (to MIN_SHARD
+    # objects at least) so that every worker has several to take, and they finish together.
+    min_shards: int | None = None
     batch_size: int = 64
-    workers: int = 8  # concurrent downloads / uploads
+    io_threads: int = 8  # concurrent downloads / uploads per process
     since_last: bool = False  # rows only for new or changed objects
     savings: str | None = None  # also write the merged table to this local path
     device: str = "cpu"
@@ -215,10 +218,17 @@ def _inside(src: Store, dst: Store) -> str | None:
     return inner[len(root):] if inner.startswith(root) else None
 
 
-def shard_size_for(n_objects: int, target: int, max_shards: int | None = None) -> int:
-    """Objects per shard: `target`, grown so that at most `max_shards` shards cover the listing."""
+MIN_SHARD = 32  # smallest shard `min_shards` cuts: each shard commits a part and its rows
+
+
+def shard_size_for(n_objects: int, target: int, max_shards: int | None = None,
+                   min_shards: int | None = None) -> int:
+    """Objects per shard: `target`, shrunk so that at least `min_shards` shards cover the
+    listing (not below MIN_SHARD), then grown so that at most `max_shards` do."""
     if target < 1:
         raise ValueError("shard size must be >= 1")
+    if min_shards:
+        target = min(target, max(MIN_SHARD, -(-n_objects // min_shards)))
     if max_shards:
         target = max(target, -(-n_objects // max_shards))
     return target
@@ -226,6 +236,10 @@ def shard_size_for(n_objects: int, target: int, max_shards: int | None = None) -
 
 def make_shards(objects: list[ObjectInfo], shard_size: int) -> list[Shard]:
     return [Shard(i // shard_size, objects[i:i + shard_size]) for i in range(0, len(objects), shard_size)]
+
+
+# Runs a planned run's shards elsewhere: (run id, plan, progress bar) -> None.
+ShardRunner = Callable[[str, PlanInfo, tqdm], None]
 
 
 def _new_run_id() -> str:
@@ -390,15 +404,20 @@ class ArchiveRun:
         return self._taken
 
     # -- run --------------------------------------------------------------------------
-    def run(self) -> RunSummary:
-        """Plan, every shard in this process, finish: the whole run on one machine."""
+    def run(self, shards: ShardRunner | None = None) -> RunSummary:
+        """Plan, every shard, finish: the whole run on one machine. The shards run in this
+        process, or through `shards` (nice.compress.workers: worker processes that join this
+        run and its lease), which is given the run id, the plan and the progress bar."""
         t0 = time.perf_counter()
         with self.holding_lease(release=True):
             info = self.plan()
             bar = tqdm(total=info.objects, desc="compress", unit="obj", disable=not self.opts.progress)
-            with ThreadPoolExecutor(self.opts.workers) as pool:
-                for i in range(info.shards):
-                    self._run_shard(i, pool, bar)
+            if shards is not None:
+                shards(self.run_id, info, bar)
+            else:
+                with ThreadPoolExecutor(self.opts.io_threads) as pool:
+                    for i in range(info.shards):
+                        self._run_shard(i, pool, bar)
             bar.close()
             return self.finish(t0=t0)
 
@@ -435,7 +454,8 @@ class ArchiveRun:
                     self._check_lease()
             bar.close()
             writer.close()
-            self.shard_size = shard_size_for(writer.count, self.opts.shard_size, self.opts.max_shards)
+            self.shard_size = shard_size_for(writer.count, self.opts.shard_size, self.opts.max_shards,
+                                             self.opts.min_shards)
             self._plan = PlanInfo(writer.count, self.shard_size)
             _put_json(self.dst, f"{self.prefix}/collisions.json", collisions.taken)
             if older is not None:
@@ -470,7 +490,7 @@ class ArchiveRun:
 
     def run_shard(self, index: int) -> int:
         """Process one shard of a planned run (resumable like the whole run); returns its size."""
-        with self.holding_lease(release=False), ThreadPoolExecutor(self.opts.workers) as pool:
+        with self.holding_lease(release=False), ThreadPoolExecutor(self.opts.io_threads) as pool:
             return self._run_shard(index, pool, None)
 
     def _run_shard(self, index: int, pool: ThreadPoolExecutor, bar: tqdm | None) -> int:
@@ -597,7 +617,7 @@ class ArchiveRun:
             except Exception as exc:  # noqa: BLE001 - becomes a failed row with the reason
                 return obj, exc
         # Downloads run on their own short-lived pool so a prefetch never waits on itself.
-        with ThreadPoolExecutor(self.opts.workers) as dl:
+        with ThreadPoolExecutor(self.opts.io_threads) as dl:
             return list(dl.map(fetch, batch))
 
     def _compress_and_upload(self, fetched: list[tuple[ObjectInfo, bytes | Exception]],

@@ -162,6 +162,9 @@ class Search:
         out = [Outcome(None) for _ in range(n)]
         best_size = np.asarray(src_bytes, dtype=np.int64).copy()
         active = list(range(n))
+        # Keep levels are ordered by density, so what one level's probes showed bounds the
+        # others' (Bounds); tau levels (the fixed path) stop at the first that verifies.
+        bounds = Bounds() if masks.kind == "keep" and not masks.first_wins else None
         # Mask levels one after another (the likely winners first): a rung larger than the
         # image's best so far is never classified, so later levels mostly cost encodes.
         for level in masks.levels:
@@ -173,15 +176,20 @@ class Search:
                 z, xs = z[idx], x[idx]
             plain = masks.whole and level >= 1.0
             pixels = to_uint8_batch(xs if plain else self.mix(xs, z))
-            todo: list[list[Any]] = []  # [image, z, level, pixels, rungs, lo, hi]
+            todo: list[_Ladder] = []
             for j, i in enumerate(active):
+                ladders_i = self.ladders_for(source_formats[i], grey)
+                spans = [bounds.span(i, li, float(level), len(r)) if bounds else (0, len(r) - 1)
+                         for li, r in enumerate(ladders_i)]
+                if all(lo > hi for lo, hi in spans):
+                    continue  # no rung of this level can be smaller than the best and verify
                 arr = pixels[j]
                 if store_mode != mode:
                     arr = np.asarray(Image.fromarray(arr, mode).convert(store_mode))
                 out[i].levels_tried += 1
-                for rungs in self.ladders_for(source_formats[i], grey):
-                    todo.append([i, z[j:j + 1], float(level), arr, rungs, 0, len(rungs) - 1])
-            small = self._climb(todo, src_pred, out, best_size, mode, store_mode, np.asarray(src_bytes))
+                todo += [_Ladder(i, li, z[j:j + 1], float(level), arr, rungs, lo, hi)
+                         for li, (rungs, (lo, hi)) in enumerate(zip(ladders_i, spans)) if lo <= hi]
+            small = self._climb(todo, src_pred, out, best_size, mode, store_mode, np.asarray(src_bytes), bounds)
             if masks.first_wins:
                 for i in active:
                     out[i].too_big = out[i].choice is None and i not in small
@@ -217,43 +225,105 @@ class Search:
             if o.choice is not None:
                 o.choice.pixels = None
 
-    def _climb(self, todo: list[list[Any]], src_pred: Sequence[int], out: list[Outcome],
-               best_size: np.ndarray, mode: str, store_mode: str, src_bytes: np.ndarray) -> set[int]:
-        """Binary searches of all ladders in `todo` in lockstep, one classifier call per step.
+    def _climb(self, todo: list["_Ladder"], src_pred: Sequence[int], out: list[Outcome], best_size: np.ndarray,
+               mode: str, store_mode: str, src_bytes: np.ndarray, bounds: "Bounds | None") -> set[int]:
+        """Searches of all ladders in `todo` in lockstep, one classifier call per step: each
+        ladder's lowest possible rung first (the cheapest wins for most images: docs/results.md),
+        then a binary search above it; a rung already too big ends the search below it.
         Returns the images that had a probe smaller than their source."""
         small: set[int] = set()
         while True:
-            active = [lad for lad in todo if lad[5] <= lad[6]]
+            active = [lad for lad in todo if lad.lo <= lad.hi]
             if not active:
                 break
             probes = []
             for lad in active:
-                i, z, level, arr, rungs, lo, hi = lad
-                mid = (lo + hi) // 2
-                rung = rungs[mid]
+                i = lad.image
+                mid = lad.next_rung()
+                rung = lad.rungs[mid]
                 try:
-                    data = encode(arr, store_mode, rung, self.probe)
+                    data = encode(lad.pixels, store_mode, rung, self.probe)
                 except CodecLimit as exc:  # this format cannot hold the image: drop its ladder
                     out[i].notes.append(str(exc))
-                    lad[5] = lad[6] + 1
+                    lad.lo = lad.hi + 1
                     continue
                 if len(data) < src_bytes[i]:
                     small.add(i)
                 if len(data) >= best_size[i]:
-                    lad[6] = mid - 1  # too big already: only a cheaper rung can win
+                    lad.found_above(mid)  # too big already: only a cheaper rung can win
+                    if bounds is not None:
+                        bounds.saw(i, lad.ladder, lad.level, mid, None)
                     continue
                 probes.append((lad, mid, rung, data, decode(data, mode)))
             if not probes:
                 continue
             pred, prob = self.classify(np.stack([p[4] for p in probes]))
             for (lad, mid, rung, data, _), p, c in zip(probes, pred, prob):
-                i = lad[0]
-                if int(p) == int(src_pred[i]):
-                    lad[6] = mid - 1
+                i = lad.image
+                kept = int(p) == int(src_pred[i])
+                if bounds is not None:
+                    bounds.saw(i, lad.ladder, lad.level, mid, kept)
+                if kept:
+                    lad.found_above(mid)
                     if len(data) < best_size[i]:
                         best_size[i] = len(data)
-                        out[i].choice = Choice(data, rung.fmt, self.probe.args(rung, store_mode), lad[1], lad[2],
-                                               int(p), float(c), rung, lad[3])
+                        out[i].choice = Choice(data, rung.fmt, self.probe.args(rung, store_mode), lad.z, lad.level,
+                                               int(p), float(c), rung, lad.pixels)
                 else:
-                    lad[5] = mid + 1
+                    lad.lo = mid + 1
         return small
+
+
+@dataclass
+class _Ladder:
+    """One image's ladder at one mask level while it is searched: rungs lo..hi are open."""
+
+    image: int
+    ladder: int  # index among the image's ladders
+    z: torch.Tensor
+    level: float
+    pixels: np.ndarray
+    rungs: list[Rung]
+    lo: int
+    hi: int
+    probed: bool = False
+
+    def next_rung(self) -> int:
+        """The lowest open rung first (the cheapest wins for most images), then bisection
+        (galloping up from the bottom instead cost +4% bytes and more probes: docs/results.md)."""
+        if not self.probed:
+            self.probed = True
+            return self.lo
+        return (self.lo + self.hi) // 2
+
+    def found_above(self, rung: int) -> None:
+        """`rung` kept the prediction or was too big: only cheaper rungs are left."""
+        self.hi = rung - 1
+
+
+class Bounds:
+    """What the classified probes of an image's ladder showed, as bounds on its other keep
+    levels: the same rung over more sharp blocks keeps the prediction at least as often and
+    costs at least as many bytes. So a rung that failed at a denser level fails at a sparser
+    one (its search starts above it), and a rung that verified at a sparser level already
+    gives a file no larger than the same rung at a denser one (only cheaper rungs can win
+    there). Every stored candidate is still classified: the bounds prune probes, never the
+    guard. A rung too big at one level is too big at any denser one (the best only shrinks).
+    Measured on mnist-m: docs/results.md."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, int], list[tuple[float, int, bool | None]]] = {}
+
+    def saw(self, image: int, ladder: int, level: float, rung: int, kept: bool | None) -> None:
+        """`kept`: the prediction held (True) or changed (False); None: too big to classify."""
+        self._seen.setdefault((image, ladder), []).append((level, rung, kept))
+
+    def span(self, image: int, ladder: int, level: float, n_rungs: int) -> tuple[int, int]:
+        """The rungs of `level` still worth probing (lo > hi: none)."""
+        lo, hi = 0, n_rungs - 1
+        for lv, r, kept in self._seen.get((image, ladder), ()):
+            if kept is False and lv >= level:
+                lo = max(lo, r + 1)
+            elif kept is not False and lv < level:
+                hi = min(hi, r - 1)
+        return lo, hi
