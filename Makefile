@@ -37,9 +37,11 @@ demo: data
 	$(VENV)/bin/nice demo
 
 # 20,000 objects on the default path (the per-image search): a clean run, then one through a
-# proxy injecting 5% faults per botocore retry mode (standard, adaptive); outside `make test`.
+# proxy injecting 5% faults with the default retry mode (standard); outside `make test`.
+# SOAK_MODES="standard adaptive" adds a run per mode (docs/results.md: adaptive cost 1.49x).
+SOAK_MODES ?= standard
 soak: data
-	$(PY) bench/soak.py --objects 20000 --faults 0.05
+	$(PY) bench/soak.py --objects 20000 --faults 0.05 --retry-modes $(SOAK_MODES)
 
 # Container images (needs Docker); names and tags come from components/images.py.
 images: $(STAMP)

@@ -77,8 +77,17 @@ def floor(images: list[bytes], cfg) -> float:
     return len(images) / (time.perf_counter() - t)
 
 
-def nice_path(images: list[bytes], model: NiceModel, batch: int, profile: bool = False, search: bool = True):
+PATHS = {  # name -> (search enabled, pruned search)
+    "search": (True, True),  # the default path
+    "bisect": (True, False),  # the search before issue 19: plain bisection of every ladder and level
+    "fixed": (False, True),
+}
+
+
+def nice_path(images: list[bytes], model: NiceModel, batch: int, profile: bool = False, path: str = "search"):
+    search, prune = PATHS[path]
     comp = Compressor(model, model.config.with_overrides({"search": {"enabled": search}}), batch_size=batch)
+    comp.search.prune = prune
     items = [SourceItem(uri=f"img{i}.jpg", key=f"img{i}.jpg", data=d) for i, d in enumerate(images)]
     prof = cProfile.Profile() if profile else None
     t = time.perf_counter()
@@ -104,7 +113,8 @@ def main() -> None:
     ap.add_argument("--profile-top", type=int, default=12)
     ap.add_argument("--repeat", type=int, default=3, help="interleaved runs of floor and NICE; the best of each counts")
     ap.add_argument("--path", choices=("search", "fixed", "both"), default="both",
-                    help="the per-image operating-point search (the default product path), the fixed tau path, or both")
+                    help="the per-image operating-point search (the default product path; printed next to the "
+                         "plain-bisection search it replaced, measured first), the fixed tau path, or both")
     ap.add_argument("--width", type=int, help="override the untrained classifier's ResNet width")
     ap.add_argument("--pre-pool", type=int, help="override the untrained generator's input pooling")
     ap.add_argument("--gen-width", type=int, help="override the untrained generator's width")
@@ -129,28 +139,32 @@ def main() -> None:
           f"(width {c.generator.width}, pre_pool {c.generator.pre_pool}) block={c.gates.block} "
           f"mixing={c.mixing.mode} fixed-path codec=jpeg q{c.codec.quality} search formats={c.search.formats} "
           f"keep={c.search.keep} qualities={c.search.qualities} images={args.images}")
-    print(f"{'size':>5} {'path':>6} {'floor img/s':>12} {'NICE img/s':>11} {'ratio':>6} {'compressed':>10} {'bytes ratio':>11}")
+    print(f"{'size':>5} {'path':>6} {'floor img/s':>12} {'NICE img/s':>11} {'ratio':>6} {'compressed':>10} "
+          f"{'bytes ratio':>11} {'vs bisect':>9}")
     profiles = {}
-    paths = {"search": [True], "fixed": [False], "both": [True, False]}[args.path]
+    paths = {"search": ["bisect", "search"], "fixed": ["fixed"], "both": ["bisect", "search", "fixed"]}[args.path]
     for size in args.sizes:
         images = (mnistm_images if args.images == "mnistm" else photo_crops)(size, args.n)
         floor(images[:32], model.config)  # warm-up
-        for search in paths:
-            name = "search" if search else "fixed"
-            nice_path(images[:32], model, args.batch, search=search)
+        out_bytes: dict[str, int] = {}
+        for name in paths:
+            nice_path(images[:32], model, args.batch, path=name)
             # Interleaved repeats, best of each (as timeit): a shared machine slows either side
             # at random, and the floor alone varied by ~20% between runs.
             f, n = 0.0, 0.0
             for _ in range(args.repeat):
                 f = max(f, floor(images, model.config))
-                n_i, rows, _ = nice_path(images, model, args.batch, search=search)
+                n_i, rows, _ = nice_path(images, model, args.batch, path=name)
                 n = max(n, n_i)
             comp = sum(r["status"] == "compressed" for r in rows)
             src = sum(r["source_bytes"] for r in rows)
-            out = sum(r["output_bytes"] or r["source_bytes"] for r in rows)
-            print(f"{size:>5} {name:>6} {f:>12.0f} {n:>11.0f} {n / f:>6.3f} {comp:>10} {out / src:>11.3f}", flush=True)
+            out_bytes[name] = out = sum(r["output_bytes"] or r["source_bytes"] for r in rows)
+            vs = f"{out / out_bytes['bisect'] - 1:+9.1%}" if name == "search" and "bisect" in out_bytes else \
+                f"{'':>9}"
+            print(f"{size:>5} {name:>6} {f:>12.0f} {n:>11.0f} {n / f:>6.3f} {comp:>10} {out / src:>11.3f} {vs}",
+                  flush=True)
             if args.profile_top:
-                profiles[(size, name)] = nice_path(images, model, args.batch, profile=True, search=search)[2]
+                profiles[(size, name)] = nice_path(images, model, args.batch, profile=True, path=name)[2]
     for (size, name), prof in profiles.items():
         print(f"\nprofile of the NICE {name} path at {size} px (cumulative seconds, top {args.profile_top}):")
         stats = pstats.Stats(prof)

@@ -161,7 +161,7 @@ def cmd_compress_folder(args: argparse.Namespace) -> int:
 
     # The same archive run as `compress`, between two local folders.
     _print(compress_step(str(args.src), str(args.dst), args.model, overrides=overrides_from_args(args),
-                         threads=args.threads, batch_size=args.batch_size, wait=args.wait,
+                         threads=args.threads, batch_size=args.batch_size, workers=args.workers, wait=args.wait,
                          lease_seconds=args.lease_seconds, savings=str(args.savings) if args.savings else None))
     return 0
 
@@ -329,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory, or an MLflow models:/ or runs:/ URI")
     p.add_argument("--savings", type=Path, help="also write the merged savings Parquet here")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the cores, each compressing whole shards (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads in all (0: all cores)")
     _add_lease(p)
     _add_config(p, codec=True)
     p.set_defaults(func=cmd_compress_folder)

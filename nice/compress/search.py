@@ -123,12 +123,15 @@ class Search:
     """The search for batches of same-shaped images, with its ladders and writer efforts."""
 
     def __init__(self, classify: ClassifyFn, mix: Mix, ladders_for: LaddersFn, probe: Effort,
-                 final: Effort | None = None) -> None:
+                 final: Effort | None = None, prune: bool = True) -> None:
         self.classify = classify
         self.mix = mix
         self.ladders_for = ladders_for
         self.probe = probe
         self.final = final or probe
+        # False: plain bisection of every ladder at every level, the search before issue 19
+        # (bench/compress_throughput.py measures both in one run).
+        self.prune = prune
 
     @classmethod
     def product(cls, cfg: NiceConfig, classify: ClassifyFn, mix: Mix) -> "Search":
@@ -145,7 +148,7 @@ class Search:
 
     def using(self, classify: ClassifyFn, mix: Mix) -> "Search":
         """This search's ladders and efforts with another classify and mix (native sizes)."""
-        return Search(classify, mix, self.ladders_for, self.probe, self.final)
+        return Search(classify, mix, self.ladders_for, self.probe, self.final, self.prune)
 
     @classmethod
     def one_ladder(cls, classify: ClassifyFn, mix: Mix, rungs: Sequence[Rung], effort: Effort) -> "Search":
@@ -164,7 +167,7 @@ class Search:
         active = list(range(n))
         # Keep levels are ordered by density, so what one level's probes showed bounds the
         # others' (Bounds); tau levels (the fixed path) stop at the first that verifies.
-        bounds = Bounds() if masks.kind == "keep" and not masks.first_wins else None
+        bounds = Bounds() if self.prune and masks.kind == "keep" and not masks.first_wins else None
         # Mask levels one after another (the likely winners first): a rung larger than the
         # image's best so far is never classified, so later levels mostly cost encodes.
         for level in masks.levels:
@@ -187,7 +190,7 @@ class Search:
                 if store_mode != mode:
                     arr = np.asarray(Image.fromarray(arr, mode).convert(store_mode))
                 out[i].levels_tried += 1
-                todo += [_Ladder(i, li, z[j:j + 1], float(level), arr, rungs, lo, hi)
+                todo += [_Ladder(i, li, z[j:j + 1], float(level), arr, rungs, lo, hi, probed=not self.prune)
                          for li, (rungs, (lo, hi)) in enumerate(zip(ladders_i, spans)) if lo <= hi]
             small = self._climb(todo, src_pred, out, best_size, mode, store_mode, np.asarray(src_bytes), bounds)
             if masks.first_wins:
