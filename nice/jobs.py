@@ -314,36 +314,37 @@ def compress_step(src: str, dst: str, model: "str | Path | NiceModel | ModelRef"
                   **options: Any) -> dict[str, Any]:
     """`nice compress` as a step: the whole archive on this machine (resumable, idempotent),
     its shards in this process or in `workers` processes sharing the cores (nice.compress.workers)."""
-    from nice.compress.workers import SHARDS_PER_WORKER, WorkerSpec, shard_runner
+    from nice.compress.workers import SHARDS_PER_WORKER, WorkerPool, WorkerSpec
     from nice.device import configure_threads
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     ctx = ctx or StepContext()
     cores = configure_threads(threads)
-    runner = None
-    if workers > 1:
-        if not isinstance(model, (str, Path)):
-            raise ValueError("worker processes load the model themselves: give a model directory or URI")
-        options = {**options, "min_shards": workers * SHARDS_PER_WORKER}
-        spec = WorkerSpec(str(src), str(dst), str(model), dict(overrides or {}), model_uri, endpoint_url,
-                          dict(options), threads=max(1, cores // workers))
-        runner = shard_runner(spec, workers)
-        configure_threads(max(1, cores // workers))  # the parent's own share (planning, the finish)
-    run = archive_run(src, dst, model, overrides, model_uri=model_uri, endpoint_url=endpoint_url,
-                      **{"progress": ctx.progress, **options})
-    with ctx.step("compress-archive", {"source": src, "destination": dst, "model_uri": run.model.uri,
-                                       "config_hash": run.config_hash, "since_last": run.opts.since_last,
-                                       "workers": workers}):
-        summary = run.run(runner)
-        data = summary.to_dict()
-        ctx.log_metrics(summary_metrics(data))
-        if run.opts.savings:
-            ctx.log_artifact(run.opts.savings, "savings")
-        if ctx.tracker is not None:
-            import mlflow
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1:
+            if not isinstance(model, (str, Path)):
+                raise ValueError("worker processes load the model themselves: give a model directory or URI")
+            options = {**options, "min_shards": workers * SHARDS_PER_WORKER}
+            spec = WorkerSpec(str(src), str(dst), str(model), dict(overrides or {}), model_uri, endpoint_url,
+                              dict(options), threads=max(1, cores // workers))
+            pool = stack.enter_context(WorkerPool(spec, workers))  # warms up while this process plans
+            configure_threads(max(1, cores // workers))  # this process's own share (plan, finish)
+        run = archive_run(src, dst, model, overrides, model_uri=model_uri, endpoint_url=endpoint_url,
+                          **{"progress": ctx.progress, **options})
+        with ctx.step("compress-archive", {"source": src, "destination": dst, "model_uri": run.model.uri,
+                                           "config_hash": run.config_hash, "since_last": run.opts.since_last,
+                                           "workers": workers}):
+            summary = run.run(pool.runner if pool else None)
+            data = summary.to_dict()
+            ctx.log_metrics(summary_metrics(data))
+            if run.opts.savings:
+                ctx.log_artifact(run.opts.savings, "savings")
+            if ctx.tracker is not None:
+                import mlflow
 
-            mlflow.log_dict(data, "savings/summary.json")
+                mlflow.log_dict(data, "savings/summary.json")
     return data
 
 

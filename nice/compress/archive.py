@@ -238,8 +238,8 @@ def make_shards(objects: list[ObjectInfo], shard_size: int) -> list[Shard]:
     return [Shard(i // shard_size, objects[i:i + shard_size]) for i in range(0, len(objects), shard_size)]
 
 
-# Runs a planned run's shards elsewhere: (run id, plan, progress bar) -> None.
-ShardRunner = Callable[[str, PlanInfo, tqdm], None]
+# Runs a planned run's shards another way: (the run, its plan, the progress bar) -> None.
+ShardRunner = Callable[["ArchiveRun", PlanInfo, tqdm], None]
 
 
 def _new_run_id() -> str:
@@ -290,6 +290,20 @@ class ArchiveRun:
     def _set_run_id(self, run_id: str) -> None:
         self.run_id = run_id
         self.prefix = f"{META}/runs/{run_id}"
+
+    def join(self, run_id: str) -> None:
+        """Become a step of run `run_id` (a worker process built and warmed this object before
+        the run was planned): its id, its lease, and the model its plan recorded."""
+        manifest = _get_json(self.dst, f"{META}/runs/{run_id}/manifest.json") or {}
+        planned = manifest.get("model_digest")
+        if planned and planned != self.lineage.digest:
+            raise ValueError(f"run {run_id} was planned with model {manifest.get('model_uri')} ({planned[:12]}), "
+                             f"this process loaded {self.lineage.uri} ({self.lineage.digest[:12]}): run it again")
+        self.opts.run_id = run_id
+        self._set_run_id(run_id)
+        self._plan = self._taken = self._reprocess = self._index_view = None  # read again for this run
+        if self._compressor is not None:
+            self._compressor.run_id = run_id
 
     @property
     def compressor(self) -> Compressor:
@@ -407,13 +421,13 @@ class ArchiveRun:
     def run(self, shards: ShardRunner | None = None) -> RunSummary:
         """Plan, every shard, finish: the whole run on one machine. The shards run in this
         process, or through `shards` (nice.compress.workers: worker processes that join this
-        run and its lease), which is given the run id, the plan and the progress bar."""
+        run and its lease, and this process), which is given the run, the plan and the bar."""
         t0 = time.perf_counter()
         with self.holding_lease(release=True):
             info = self.plan()
             bar = tqdm(total=info.objects, desc="compress", unit="obj", disable=not self.opts.progress)
             if shards is not None:
-                shards(self.run_id, info, bar)
+                shards(self, info, bar)
             else:
                 with ThreadPoolExecutor(self.opts.io_threads) as pool:
                     for i in range(info.shards):

@@ -7,11 +7,16 @@ shard pods do: a shard commits its rows and outputs on its own, so the exactly-o
 resume guarantees are the sharded run's. Processes, not threads: the search is Python between
 codec and network calls, and two processes on two cores give ~2x where threads do not.
 Spawned, not forked: a forked torch or boto3 client is not safe to use.
+
+The pool starts before the plan: while the caller lists the source, each worker imports
+torch and torchvision, loads and tunes the networks (~7 s a process), so that start-up
+overlaps the listing; the caller is one of the N (it has all of that loaded already).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,7 +35,7 @@ class WorkerSpec:
 
     source: str
     destination: str
-    model: str  # a model directory or an MLflow URI (a planned run pins the version it resolved)
+    model: str  # a model directory or an MLflow URI
     overrides: dict[str, Any] = field(default_factory=dict)
     model_uri: str | None = None
     endpoint_url: str | None = None
@@ -38,47 +43,90 @@ class WorkerSpec:
     threads: int = 1  # torch threads of each worker
 
 
-# The run a worker process rebuilt, set once by the pool's initializer: a process-pool worker
-# keeps no other state, and loading and tuning the networks once per process (not per shard)
-# is what makes small shards cheap.
+# The run a worker process built and warmed, set once by the pool's initializer: a
+# process-pool worker keeps no other state, and loading and tuning the networks once per
+# process (not per shard) is what makes small shards cheap.
 _RUN: "ArchiveRun | None" = None
 
 
-def _start(spec: WorkerSpec, run_id: str) -> None:
+def _start(spec: WorkerSpec) -> None:
     global _RUN
     from nice.device import configure_threads
     from nice.jobs import archive_run
 
     configure_threads(spec.threads)
     _RUN = archive_run(spec.source, spec.destination, spec.model, spec.overrides, model_uri=spec.model_uri,
-                       endpoint_url=spec.endpoint_url, **{**spec.options, "run_id": run_id, "progress": False})
+                       endpoint_url=spec.endpoint_url, **{**spec.options, "progress": False})
+    _RUN.compressor  # noqa: B018 - load and tune the networks now, while the caller plans
 
 
-def _shard(index: int) -> int:
+def _ready() -> bool:
+    return _RUN is not None
+
+
+def _shard(run_id: str, index: int) -> int:
     assert _RUN is not None, "worker used before its initializer ran"
+    if _RUN.run_id != run_id or _RUN.opts.run_id != run_id:
+        _RUN.join(run_id)
     return _RUN.run_shard(index)
 
 
-def shard_runner(spec: WorkerSpec, workers: int):  # noqa: ANN201 - nice.compress.archive.ShardRunner
-    """A ShardRunner for `ArchiveRun.run`: the plan's shards over `workers` processes. The
-    first failure stops the rest (shards already committed stay; a rerun resumes the run)."""
-    if workers < 2:
-        raise ValueError("worker processes: use at least 2 (1 runs the shards in this process)")
+class WorkerPool:
+    """N-1 spawned, warmed worker processes plus the calling process itself (which has torch
+    loaded already: one process start-up less, ~7 s of CPU); `runner` is a ShardRunner for
+    `ArchiveRun.run`. Shards are handed out one at a time from one list, to whichever process
+    is free. The first failure stops the rest (committed shards stay; a rerun resumes)."""
 
-    def run(run_id: str, info: "PlanInfo", bar: "tqdm") -> None:
-        if not info.shards:
-            return
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, info.shards), mp_context=ctx, initializer=_start,
-                                 initargs=(spec, run_id)) as pool:
-            pending = {pool.submit(_shard, i) for i in range(info.shards)}
+    def __init__(self, spec: WorkerSpec, workers: int) -> None:
+        if workers < 2:
+            raise ValueError("worker processes: use at least 2 (1 runs the shards in this process)")
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_start, initargs=(spec,))
+        # One no-op per worker: the executor spawns its processes on demand, so ask for all
+        # of them now, to warm up during the plan.
+        self._warming = [self.pool.submit(_ready) for _ in range(workers - 1)]
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def runner(self, run: "ArchiveRun", info: "PlanInfo", bar: "tqdm") -> None:
+        todo = iter(range(info.shards))
+        lock = threading.Lock()
+        failed: list[BaseException] = []
+
+        def take() -> int | None:
+            with lock:
+                return None if failed else next(todo, None)
+
+        def feed() -> None:  # keeps every worker process busy, in a thread of this process
             try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in self._warming:
+                    f.result()
+                running = set()
+                while True:
+                    while len(running) < self.workers - 1 and (i := take()) is not None:
+                        running.add(self.pool.submit(_shard, run.run_id, i))
+                    if not running:
+                        return
+                    done, running = wait(running, return_when=FIRST_EXCEPTION)
                     for f in done:
                         bar.update(f.result())  # re-raises a worker's error here
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+                with lock:
+                    failed.append(exc)
 
-    return run
+        feeder = threading.Thread(target=feed, name="nice-shard-feeder", daemon=True)
+        feeder.start()
+        try:
+            while (i := take()) is not None:
+                bar.update(run.run_shard(i))
+        except BaseException as exc:
+            with lock:
+                failed.append(exc)
+        feeder.join()
+        if failed:
+            raise failed[0]
