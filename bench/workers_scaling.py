@@ -5,7 +5,7 @@
 Writes mnist-m test images (JPEG q90, the domain of a model trained on `nice ingest mnist-m`)
 into a source folder once, then runs the whole `nice compress` command (start-up, plan,
 shards, finish) into a fresh destination for each worker count, `--threads` = the cores in
-all. Prints objects/s of each, the ratio to one worker, and checks that every object has
+all (or `--cores-per-worker 1`: one worker pinned to one core, two to two). Prints objects/s of each, the ratio to one worker, and checks that every object has
 exactly one row. The ratio on this machine is the figure issue 19 asks for (2 workers on 2
 cores >= 1.8x of 1 worker).
 """
@@ -33,7 +33,11 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=2000)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                    help="torch threads in all, for every worker count")
+    ap.add_argument("--cores-per-worker", type=int,
+                    help="instead of --threads: N workers get N x this many cores (1 worker on 1 core vs "
+                         "2 workers on 2: how a run scales with the cores it is given)")
     ap.add_argument("--repeat", type=int, default=1, help="interleaved runs per worker count; the best counts")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,8 +49,11 @@ def main() -> None:
         for r in range(args.repeat):
             for w in args.workers:
                 dst = Path(tmp) / f"dst-{w}-{r}"
+                threads = w * args.cores_per_worker if args.cores_per_worker else args.threads
                 cmd = [sys.executable, "-m", "nice", "compress", str(src), str(dst), "--model", args.model,
-                       "--threads", str(args.threads), "--workers", str(w)]
+                       "--threads", str(threads), "--workers", str(w)]
+                if args.cores_per_worker:  # the cores themselves, not only torch's threads
+                    cmd = ["taskset", "-c", f"0-{threads - 1}"] + cmd
                 t = time.perf_counter()
                 done = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 wall = time.perf_counter() - t
@@ -57,7 +64,7 @@ def main() -> None:
                 keys = rows.column("source_key").to_pylist()
                 assert len(keys) == len(set(keys)) == args.objects, "every object exactly once"
                 best[w] = max(best.get(w, 0.0), args.objects / wall)
-                print(f"workers={w} run={r} wall {wall:.1f} s  {args.objects / wall:.1f} obj/s  "
+                print(f"workers={w} threads={threads} run={r} wall {wall:.1f} s  {args.objects / wall:.1f} obj/s  "
                       f"bytes ratio {summary['bytes_ratio']:.4f}", flush=True)
         base = best[args.workers[0]]
         for w in args.workers:
