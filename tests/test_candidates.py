@@ -130,6 +130,53 @@ def test_fixed_path_is_the_search_over_tau_levels_with_one_rung():
     assert all(o.choice is None and o.too_big and o.levels_tried == 1 for o in out)
 
 
+def test_bounds_turn_what_one_keep_level_showed_into_spans_of_the_others():
+    from nice.compress.search import Bounds
+
+    b = Bounds()
+    assert b.span(0, 0, 0.2, 13) == (0, 12)
+    b.saw(0, 0, 0.2, 4, False)  # q rung 4 flipped at keep 0.2: a sparser level starts above it
+    assert b.span(0, 0, 0.1, 13) == (5, 12) and b.span(0, 0, 0.3, 13) == (0, 12)
+    b.saw(0, 0, 0.1, 7, True)  # rung 7 verified at 0.1: a denser level can only win below it
+    assert b.span(0, 0, 0.3, 13) == (0, 6) and b.span(0, 0, 0.05, 13) == (5, 12)
+    b.saw(0, 0, 0.05, 9, None)  # too big at 0.05: too big at every denser level too
+    assert b.span(0, 0, 0.3, 13) == (0, 6) and b.span(0, 0, 0.08, 13) == (5, 8)
+    assert b.span(1, 0, 0.3, 13) == (0, 12) and b.span(0, 1, 0.3, 13) == (0, 12)  # per image and ladder
+
+
+def test_pruned_search_classifies_less_and_every_choice_verifies():
+    """The default search (lowest open rung first, levels bounding each other) against plain
+    bisection on the same photos, with a classifier that needs detail: every stored candidate
+    decodes to the source's class, far fewer candidates are classified, the bytes stay close."""
+    cfg = colour_default()
+    sources = _photos(8, 64)
+    x = torch.stack([torch.from_numpy(np.array(Image.open(io.BytesIO(d)).convert("RGB"))).permute(2, 0, 1)
+                     for d in sources]).float() / 255
+    threshold = 0.5 * float(x.flatten(1).std(1).min())
+    calls = []
+
+    def detail(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls[-1] += len(pixels)
+        std = (pixels.reshape(len(pixels), -1) / 255.0).std(1)
+        return (std < threshold).astype(np.int64), np.ones(len(pixels))  # class 0 while detail is kept
+
+    scores = torch.rand(len(x), *grid_shape(64, 64, cfg.gates.block), generator=torch.Generator().manual_seed(0))
+    results = {}
+    for prune in (False, True):
+        calls.append(0)
+        search = Search.product(cfg, detail, make_mixer(cfg.mixing, cfg.gates.block))
+        search.prune = prune
+        out = search.run(x, Masks.ranking(scores, cfg), [0] * len(x), [len(d) for d in sources], ["JPEG"] * len(x),
+                         "RGB")
+        assert all(o.choice is not None for o in out)
+        stored = np.stack([decode(o.choice.data, "RGB") for o in out])
+        calls.append(0)  # the check below is not the search's
+        assert (detail(stored)[0] == 0).all(), "every stored choice verifies"
+        results[prune] = sum(len(o.choice.data) for o in out)
+    assert calls[2] < 0.8 * calls[0], calls
+    assert results[True] <= 1.05 * results[False], results
+
+
 def test_probe_and_final_efforts_differ_only_in_writer_effort():
     codec, search = CodecConfig(), SearchConfig()
     pixels = np.asarray(Image.open(io.BytesIO(_photos(1, 64)[0])))
