@@ -3,9 +3,11 @@
 A search takes a *mask source* (which blocks stay at full resolution, level by level: the
 top-k fraction of blocks by any ranking, or the generator's gates thresholded at tau) and
 *ladders* (codec rungs from the cheapest to the most faithful, per output format). For each
-mask level and ladder, a binary search finds the lowest rung whose decode keeps the source's
-top-1 class; a candidate already larger than the image's best is not classified (a lower rung
-is then tried). Every stored file was decoded and classified, so the guard holds by
+mask level and ladder, the search probes the lowest open rung, then bisects above it for the
+lowest rung whose decode keeps the source's top-1 class; a candidate already larger than the
+image's best is not classified (a lower rung is then tried), and keep levels bound each
+other's open rungs (`Bounds`: the same rung over more sharp blocks verifies at least as
+often and costs at least as many bytes). Every stored file was decoded and classified, so the guard holds by
 construction, and nothing larger than the source is ever returned.
 
 - The product's default (docs/results.md: 0.08x searched against 0.45x at a fixed setting,
