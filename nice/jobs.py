@@ -327,10 +327,11 @@ def compress_step(src: str, dst: str, model: "str | Path | NiceModel | ModelRef"
             if not isinstance(model, (str, Path)):
                 raise ValueError("worker processes load the model themselves: give a model directory or URI")
             options = {**options, "min_shards": workers * SHARDS_PER_WORKER}
-            spec = WorkerSpec(str(src), str(dst), str(model), dict(overrides or {}), model_uri, endpoint_url,
-                              dict(options), threads=max(1, cores // workers))
+            share = max(1, cores // workers)  # torch threads of each process, this one included
+            spec = WorkerSpec(src, dst, str(model), dict(overrides or {}), model_uri, endpoint_url, options,
+                              threads=share)
             pool = stack.enter_context(WorkerPool(spec, workers))  # warms up while this process plans
-            configure_threads(max(1, cores // workers))  # this process's own share (plan, finish)
+            configure_threads(share)
         run = archive_run(src, dst, model, overrides, model_uri=model_uri, endpoint_url=endpoint_url,
                           **{"progress": ctx.progress, **options})
         with ctx.step("compress-archive", {"source": src, "destination": dst, "model_uri": run.model.uri,

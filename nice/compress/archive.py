@@ -154,12 +154,6 @@ class SummaryTotals:
             prediction_flips=self.flips, savings_path=savings_path)
 
 
-def summarise(rows: list[dict[str, Any]], run_id: str, savings_path: str) -> RunSummary:
-    totals = SummaryTotals()
-    totals.add(rows)
-    return totals.summary(run_id, savings_path)
-
-
 @dataclass
 class Shard:
     index: int
@@ -234,10 +228,6 @@ def shard_size_for(n_objects: int, target: int, max_shards: int | None = None,
     return target
 
 
-def make_shards(objects: list[ObjectInfo], shard_size: int) -> list[Shard]:
-    return [Shard(i // shard_size, objects[i:i + shard_size]) for i in range(0, len(objects), shard_size)]
-
-
 # Runs a planned run's shards another way: (the run, its plan, the progress bar) -> None.
 ShardRunner = Callable[["ArchiveRun", PlanInfo, tqdm], None]
 
@@ -285,6 +275,9 @@ class ArchiveRun:
         self._plan: PlanInfo | None = None
         self._taken: dict[str, str] | None = None
         self._reprocess: set[str] | None = None
+        self._index_view: ArchiveIndex | None = None
+        self._chunk: dict[str, Any] = {}  # the last listing chunk read (nice.compress.listing.read_rows)
+        self._waited_at = 0.0
         self.saved_bytes = 0  # running total for the progress bar
 
     def _set_run_id(self, run_id: str) -> None:
@@ -302,6 +295,7 @@ class ArchiveRun:
         self.opts.run_id = run_id
         self._set_run_id(run_id)
         self._plan = self._taken = self._reprocess = self._index_view = None  # read again for this run
+        self._chunk = {}
         if self._compressor is not None:
             self._compressor.run_id = run_id
 
@@ -347,7 +341,7 @@ class ArchiveRun:
 
     def _waiting(self, rec: LeaseRecord) -> None:
         now = time.time()
-        if self.opts.progress and now - getattr(self, "_waited_at", 0.0) >= 30:
+        if self.opts.progress and now - self._waited_at >= 30:
             self._waited_at = now
             print(f"waiting for {self.dst.uri}: held by archive run {rec.run_id} ({rec.holder}, renewed "
                   f"{now - rec.renewed_at:.0f} s ago)", file=sys.stderr, flush=True)
@@ -495,7 +489,8 @@ class ArchiveRun:
         if not 0 <= index < info.shards:
             raise IndexError(f"run {self.run_id} has {info.shards} shards, not {index + 1}")
         start = index * info.shard_size
-        return Shard(index, read_rows(self.dst, self.prefix, start, min(start + info.shard_size, info.objects)))
+        return Shard(index, read_rows(self.dst, self.prefix, start, min(start + info.shard_size, info.objects),
+                                      self._chunk))
 
     def planned_objects(self) -> list[ObjectInfo]:
         """The whole planned listing (in memory: for small runs and tests)."""
@@ -518,7 +513,7 @@ class ArchiveRun:
 
     def _archive_index(self) -> ArchiveIndex:
         """The index as the run found it (only this run's finish rewrites it)."""
-        if getattr(self, "_index_view", None) is None:
+        if self._index_view is None:
             self._index_view = ArchiveIndex(self.dst)
         return self._index_view
 
@@ -567,7 +562,8 @@ class ArchiveRun:
         """One shard's rows in listing order, fed to the new index; refuses to finish while
         an object has no row (unless a --since-last run leaves it alone on purpose)."""
         done = self._committed(f"{shard.name}-")
-        self.index = self._archive_index().rows_for([o.key for o in shard.objects]) if self.opts.since_last else {}
+        self.index = (self._archive_index().rows_for([o.key for o in shard.objects], DECISION)
+                      if self.opts.since_last else {})  # only deciding what was left alone
         rows = []
         for o in shard.objects:
             r = done.get(o.key)

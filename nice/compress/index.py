@@ -73,6 +73,15 @@ class ArchiveIndex:
         except FileNotFoundError:
             self.partitions = self._legacy()
         self.los = [p.lo for p in self.partitions]
+        # The last partition read: consecutive shards of a run mostly fall in the same one, so
+        # it is fetched once, not once per shard (one partition in memory, as before).
+        self._last: tuple[str, tuple[str, ...] | None, pa.Table] | None = None
+
+    def _partition(self, i: int, columns: list[str] | None = None) -> pa.Table:
+        file, cols = self.partitions[i].file, tuple(columns) if columns else None
+        if self._last is None or self._last[:2] != (file, cols):
+            self._last = (file, cols, _read(self.store, file, columns))
+        return self._last[2]
 
     def _legacy(self) -> list[Partition]:
         """An index written before partitions: one partition (read whole, once; the next
@@ -101,7 +110,7 @@ class ArchiveIndex:
         out: dict[str, dict[str, Any]] = {}
         # Only the partitions that can hold one of the keys (a key has exactly one).
         for i in sorted({self.partition_of(k) for k in keys} - {-1}) if self.partitions else ():
-            table = _read(self.store, self.partitions[i].file, columns)
+            table = self._partition(i, columns)
             table = table.filter(pc.is_in(table["source_key"], value_set=wanted))
             out.update((r["source_key"], r) for r in table.to_pylist())
         return out
@@ -112,7 +121,7 @@ class ArchiveIndex:
             yield from _read(self.store, p.file, columns).to_pylist()
 
     def read_partition(self, i: int) -> list[dict[str, Any]]:
-        return _read(self.store, self.partitions[i].file).to_pylist()
+        return self._partition(i).to_pylist()
 
 
 class IndexWriter:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import io
+from typing import Any
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -96,13 +97,22 @@ class PlanWriter:
             self._flush()
 
 
-def read_rows(store: Store, prefix: str, start: int, stop: int) -> list[ObjectInfo]:
-    """Objects `start` to `stop` (exclusive) of a planned listing, reading only their chunks."""
+def read_rows(store: Store, prefix: str, start: int, stop: int,
+              cache: dict[str, Any] | None = None) -> list[ObjectInfo]:
+    """Objects `start` to `stop` (exclusive) of a planned listing, reading only their chunks.
+    `cache` (a dict the caller keeps) holds the last chunk read: a run's consecutive shards
+    share chunks (10 shards of 1,000 a chunk), which are then fetched once."""
     out: list[ObjectInfo] = []
-    for c in range(start // OBJECT_CHUNK, (max(start, stop - 1)) // OBJECT_CHUNK + 1):
-        if stop <= start:
-            break
-        table = pq.read_table(io.BytesIO(store.get(chunk_key(prefix, c))))
+    if stop <= start:
+        return out
+    for c in range(start // OBJECT_CHUNK, (stop - 1) // OBJECT_CHUNK + 1):
+        key = chunk_key(prefix, c)
+        if cache is not None and cache.get("key") == key:
+            table = cache["table"]
+        else:
+            table = pq.read_table(io.BytesIO(store.get(key)))
+            if cache is not None:
+                cache.update(key=key, table=table)
         lo, hi = max(start - c * OBJECT_CHUNK, 0), min(stop - c * OBJECT_CHUNK, table.num_rows)
         out += [ObjectInfo(r["key"], r["size"], r["etag"]) for r in table.slice(lo, hi - lo).to_pylist()]
     return out

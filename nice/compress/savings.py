@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 STATUSES = ("compressed", "kept_original", "skipped", "failed")
 
@@ -57,12 +55,3 @@ def to_table(rows: list[dict[str, Any]]) -> pa.Table:
         if row["status"] not in STATUSES:
             raise ValueError(f"bad status {row['status']!r}")
     return pa.Table.from_pylist(rows, schema=SCHEMA)
-
-
-def write_parquet(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(to_table(rows), tmp)
-    tmp.replace(path)
-    return path

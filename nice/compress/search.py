@@ -167,6 +167,8 @@ class Search:
         out = [Outcome(None) for _ in range(n)]
         best_size = np.asarray(src_bytes, dtype=np.int64).copy()
         active = list(range(n))
+        src = np.asarray(src_bytes)
+        ladders_of = [self.ladders_for(f, grey) for f in source_formats]  # the same at every level
         # Keep levels are ordered by density, so what one level's probes showed bounds the
         # others' (Bounds); tau levels (the fixed path) stop at the first that verifies.
         bounds = Bounds() if self.prune and masks.kind == "keep" and not masks.first_wins else None
@@ -183,7 +185,7 @@ class Search:
             pixels = to_uint8_batch(xs if plain else self.mix(xs, z))
             todo: list[_Ladder] = []
             for j, i in enumerate(active):
-                ladders_i = self.ladders_for(source_formats[i], grey)
+                ladders_i = ladders_of[i]
                 spans = [bounds.span(i, li, float(level), len(r)) if bounds else (0, len(r) - 1)
                          for li, r in enumerate(ladders_i)]
                 if all(lo > hi for lo, hi in spans):
@@ -194,7 +196,7 @@ class Search:
                 out[i].levels_tried += 1
                 todo += [_Ladder(i, li, z[j:j + 1], float(level), arr, rungs, lo, hi, probed=not self.prune)
                          for li, (rungs, (lo, hi)) in enumerate(zip(ladders_i, spans)) if lo <= hi]
-            small = self._climb(todo, src_pred, out, best_size, mode, store_mode, np.asarray(src_bytes), bounds)
+            small = self._climb(todo, src_pred, out, best_size, mode, store_mode, src, bounds)
             if masks.first_wins:
                 for i in active:
                     out[i].too_big = out[i].choice is None and i not in small

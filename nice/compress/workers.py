@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +66,7 @@ def _ready() -> bool:
 
 def _shard(run_id: str, index: int) -> int:
     assert _RUN is not None, "worker used before its initializer ran"
-    if _RUN.run_id != run_id or _RUN.opts.run_id != run_id:
+    if _RUN.opts.run_id != run_id:
         _RUN.join(run_id)
     return _RUN.run_shard(index)
 
@@ -112,7 +112,7 @@ class WorkerPool:
                         running.add(self.pool.submit(_shard, run.run_id, i))
                     if not running:
                         return
-                    done, running = wait(running, return_when=FIRST_EXCEPTION)
+                    done, running = wait(running, return_when=FIRST_COMPLETED)  # refill as each finishes
                     for f in done:
                         bar.update(f.result())  # re-raises a worker's error here
             except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
