@@ -198,9 +198,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nice.demo import format_summary, run_demo
     from nice.paths import nice_home
 
+    if args.dataset not in ("mnist", "fashion-mnist"):
+        raise UsageError(f"--direct runs on mnist or fashion-mnist; the {args.dataset} demo is the pipeline's "
+                         f"(`nice demo --dataset {args.dataset}`)")
     cfg = job_config(args)
     workdir = Path(args.workdir) if args.workdir else nice_home() / "demo" / cfg.hash()
-    res = run_demo(workdir, cfg, limit_test=args.limit, limit_train=args.limit_train, reuse=not args.retrain)
+    res = run_demo(workdir, cfg, dataset=args.dataset, limit_test=args.limit, limit_train=args.limit_train,
+                   reuse=not args.retrain)
     print(format_summary(res))
     return 0
 
@@ -362,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("ingest", help="build a versioned Dataset artifact from a source")
-    p.add_argument("source", help="mnist | fashion-mnist | mnist-m | folder:PATH | s3://bucket/prefix/")
+    p.add_argument("source", help="mnist | fashion-mnist | mnist-m | scenes | scenes-fashion | folder:PATH | "
+                                     "s3://bucket/prefix/")
     p.add_argument("--out", type=Path, required=True, help="artifact directory to (re)write")
     p.add_argument("--size", type=int, default=64, help="mnist-m image size")
     p.add_argument("--limit", type=int, help="builtin sources: first N images per official split")
@@ -377,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direct", action="store_true",
                    help="skip Kubeflow/MLflow: train and compress a local folder with the library only")
     p.add_argument("--workdir", help="default: $NICE_HOME/demo (with --direct: $NICE_HOME/demo/<config hash>)")
+    p.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist", "scenes", "scenes-fashion"),
+                   help="the pipeline demo's dataset: MNIST (fast) or scenes (one small object in a native-size "
+                        "photo; see the README for its time)")
     p.add_argument("--limit", type=int, help="use only the first N images of each split")
     p.add_argument("--limit-train", dest="limit_train", type=int, help="train on the first N training images")
     p.add_argument("--retrain", action="store_true", help="ignore models from an earlier demo run")

@@ -184,6 +184,12 @@ class SearchConfig:
     # `native_tries` native encodes are verified through the view.
     native_block: int = 16  # mask block at native size: a 4:2:0 JPEG/WebP macroblock
     native_quality: int = 80  # lossy quality of native-size outputs (kept blocks look like the photo)
+    # Lower qualities the native output may take, bisected below native_quality with a verified
+    # native encode per probe (empty: native_quality only).
+    native_qualities: tuple[int, ...] = ()
+    # Kept blocks at reduced resolution: at most this many native pixels per view pixel (the
+    # classifier only ever sees the view); 0 = native pixels.
+    native_detail: float = 0.0
     native_formats: tuple[str, ...] = ("webp", "avif", "jpeg")
     native_tries: int = 3
     native_proxy_pixels: int = 250_000  # the format is chosen on a proxy of about this many pixels

@@ -263,8 +263,8 @@ def _neutral_array(arr: np.ndarray) -> bool:
     return True
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL (L or RGB) -> float tensor (C,H,W) in [0,1]."""
+def to_tensor(img: Image.Image | np.ndarray) -> torch.Tensor:
+    """PIL (L or RGB) or uint8 pixels (H,W[,3]) -> float tensor (C,H,W) in [0,1]."""
     arr = np.asarray(img, dtype=np.uint8)
     t = torch.from_numpy(arr.copy())
     t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)

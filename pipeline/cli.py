@@ -117,7 +117,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """`nice demo`: the train-and-compress pipeline through kfp.local, tracked in MLflow."""
     from pipeline.demo import format_report, run_demo
 
-    report = run_demo(limit=args.limit or 0, config=nice_cli.overrides_from_args(args), workdir=args.workdir)
+    report = run_demo(dataset=args.dataset, limit=args.limit or 0, config=nice_cli.overrides_from_args(args),
+                      workdir=args.workdir)
     print(format_report(report))
     return 0
 

@@ -61,19 +61,32 @@ def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | No
     home = nice_home().resolve()
     workdir = Path(workdir or home / "demo").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    # The archive: the test split as PNG files, `class/name.png`, kept locally for later runs too.
-    _, test_split = load_builtin(dataset, "test", limit=limit or None)
-    folder = workdir / f"{dataset}-test-png"
-    if folder.exists():
-        shutil.rmtree(folder)
-    export_png_folder(test_split, folder, limit or None)
+    # The archive: the test split as PNG files, `class/name.png` (scenes: the native-size JPEG
+    # frames), kept locally for later runs too.
+    if dataset.startswith("scenes"):
+        from nice.config import merge_overrides
+        from nice.data.scenes import TRAINING_OVERRIDES, export_folder
+        from nice.ingest.sources import SCENES_COUNTS
+
+        folder = workdir / f"{dataset}-test-jpeg"
+        if folder.exists():
+            shutil.rmtree(folder)
+        export_folder("fashion" if dataset == "scenes-fashion" else "digits", "test",
+                      limit or SCENES_COUNTS["test"], folder)
+        config = merge_overrides(TRAINING_OVERRIDES, config or {})
+    else:
+        _, test_split = load_builtin(dataset, "test", limit=limit or None)
+        folder = workdir / f"{dataset}-test-png"
+        if folder.exists():
+            shutil.rmtree(folder)
+        export_png_folder(test_split, folder, limit or None)
     external = os.environ.get("AWS_ENDPOINT_URL")
     server = None if external else LocalS3()
     if server is not None:
         server.__enter__()
     try:
         n = seed_archive(folder, BUCKET, "archive/")
-        print(f"seeded s3://{BUCKET}/archive/ with {n} PNG objects at {os.environ['AWS_ENDPOINT_URL']}", flush=True)
+        print(f"seeded s3://{BUCKET}/archive/ with {n} objects at {os.environ['AWS_ENDPOINT_URL']}", flush=True)
         run_dir = run_local("train-and-compress", {
             "dataset_source": dataset, "archive_source": f"s3://{BUCKET}/archive/",
             "archive_destination": f"s3://{BUCKET}/compressed/", "limit": limit, "config": config or {},

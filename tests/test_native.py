@@ -303,9 +303,22 @@ def test_evaluate_compares_methods_at_native_size(colour_model, tmp_path):
                       explain_methods=("nice", "gradcam"))
     by = {(p.method, p.setting): p for p in b.points}
     assert b.images == 4 and b.source_bytes == sum(map(len, files))
-    assert {m for m, _ in by} == {"nice", "jpeg", "webp", "oracle", "oracle-webp", "downsample"}
+    rankings = {"gradcam", "integrated_gradients", "saliency", "centre", "random"}
+    assert {m for m, _ in by} == {"nice", "jpeg", "webp", "oracle", "oracle-webp", "oracle-avif", "oracle-best",
+                                  "whole-image search", "downsample"} | rankings
     nice = next(p for p in b.points if p.method == "nice")
     assert nice.guarded and nice.flips == 0 and 0 < nice.bytes_ratio <= 1.0
+    # Every other ranking went through the same engine and guard, and every row has its cost.
+    for p in b.points:
+        assert p.cpu_ms is not None and p.cpu_ms > 0, p
+        if p.method in rankings | {"nice"}:
+            assert p.guarded and p.flips == 0 and p.rank_ms is not None and p.rank_ms > 0
+    assert b.best_ranking_baseline is not None and b.best_ranking_baseline.method in rankings
+    best = by[("oracle-best", "smallest of the jpeg/webp/avif oracles per image")]
+    assert best.bytes_ratio <= min(by[(m, s)].bytes_ratio for m, s in by if m.startswith("oracle-") or m == "oracle")
+    ladder = next(p for p in b.points if p.method == "whole-image search")
+    assert ladder.flips == 0 and ladder.bytes_ratio >= best.bytes_ratio - 1e-9, \
+        "the ladder's rungs are a subset of the oracles' qualities"
     q10, q50 = by[("jpeg", "q10")], by[("jpeg", "q50")]
     assert q10.bytes_ratio < q50.bytes_ratio < 1.0, "real native encodes: more quality, more bytes"
     assert by[("oracle", "lowest JPEG q keeping the prediction")].flips == 0

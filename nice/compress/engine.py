@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -83,7 +83,11 @@ class Compressor:
 
     def __init__(self, model: NiceModel, cfg: NiceConfig | None = None, run_id: str = "",
                  device: str | torch.device = "cpu", batch_size: int = 64,
-                 pixel_budget: int = DEFAULT_PIXEL_BUDGET) -> None:
+                 pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+                 ranking: Callable[[torch.Tensor, np.ndarray], torch.Tensor] | None = None) -> None:
+        """`ranking`: another block ranking in place of the generator's (a float batch of
+        views and their top-1 -> (N,h,w) scores on the gate grid), searched and guarded
+        exactly as the generator's is (the evaluation's baselines at native size)."""
         self.cfg = cfg or model.config
         check_job_config(self.cfg, model.config)
         self.lineage = model.lineage()  # before any fusing: the digest is of the weights as trained
@@ -98,6 +102,8 @@ class Compressor:
         if self.device.type == "cpu":
             generator, self.gen_format = tuned_for_cpu(generator, example, trace=False)  # pads by input size
         self.generator = generator
+        self.ranking = ranking
+        self.rank_seconds = 0.0  # time spent ranking blocks (generator or `ranking`), for the evaluation
         self.model_uri = self.lineage.uri
         self.run_id = run_id
         self.batch_size = batch_size
@@ -113,7 +119,8 @@ class Compressor:
         sc = self.cfg.search
         effort = final_effort(self.cfg.codec, sc) if sc.enabled else fixed_effort(self.cfg.codec)
         self.native = NativeSearch(self.view, self.view_classify, self.cfg.mixing, effort,
-                                   sc.native_tries if sc.enabled else len(self.taus), sc.native_proxy_pixels)
+                                   sc.native_tries if sc.enabled else len(self.taus), sc.native_proxy_pixels,
+                                   sc.native_qualities if sc.enabled else ())
 
     # -- public -----------------------------------------------------------------------
     def compress(self, items: list[SourceItem]) -> list[ItemResult]:
@@ -188,7 +195,14 @@ class Compressor:
         native size, large ones through the native search."""
         xv = to_float_batch(views)
         pred, conf = self.classify.top1(xv)
-        masks = self.masks(self.log_alpha(xv))
+        t0 = time.perf_counter()
+        if self.ranking is not None and self.cfg.search.enabled:
+            with torch.inference_mode(False):  # gradient rankings need autograd
+                scores = self.ranking(xv.clone(), np.asarray(pred))
+            masks = Masks.ranking(scores.detach().float(), self.cfg)
+        else:
+            masks = self.masks(self.log_alpha(xv))
+        self.rank_seconds += time.perf_counter() - t0
         for i, w in enumerate(works):
             w.pred_src, w.prob_src = int(pred[i]), float(conf[i])
         shapes: dict[tuple[int, ...], list[int]] = {}
@@ -233,8 +247,10 @@ class Compressor:
         """One large photo: `grids` its view gate grid at each mask level."""
         levels = [(lv, self.view.native_mask(z, geom, self.cfg.gates.block, block)) for lv, z in grids.items()]
         d = w.decoded
+        detail = self.cfg.search.native_detail
         img = NativeImage(w.x, block, native_pool(geom, self.cfg.mixing.pool, block), len(w.item.data),
-                          w.pred_src, icc=d.icc, exif=None if self.cfg.codec.strip_metadata else d.exif)
+                          w.pred_src, icc=d.icc, exif=None if self.cfg.codec.strip_metadata else d.exif,
+                          detail=max(1, int(1 / (geom.scale * detail))) if detail > 0 else 1)
         o = self.native.run(img, levels, self._native_rungs(d.format, w.store_mode))
         w.tried = o.levels_tried  # native encodes verified
         return o

@@ -88,19 +88,33 @@ class NativeImage:
     pred: int  # the source's top-1 through the view
     icc: bytes | None = None
     exif: bytes | None = None
+    detail: int = 1  # kept blocks stored at 1/detail of native resolution (upsampled back), 1 = native
+
+
+def smoothed(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """The image box-reduced by `factor` and resized back (bilinear) to its own size: the
+    kept blocks at reduced resolution, smooth and cheap to code, still at native size."""
+    if factor <= 1:
+        return pixels
+    img = Image.fromarray(pixels)
+    return np.asarray(img.reduce(factor).resize(img.size, Image.Resampling.BILINEAR))
 
 
 class NativeSearch:
     """Chooses and verifies one image's stored file at native size (see the module doc)."""
 
     def __init__(self, view: View, classify: ClassifyFn, mixing: MixingConfig, effort: Effort,
-                 tries: int, proxy_pixels: int) -> None:
+                 tries: int, proxy_pixels: int, qualities: Sequence[int] = ()) -> None:
+        """`qualities`: a ladder for the lossy rungs' quality at native size, bisected (each
+        probe a verified native encode) for the lowest that keeps the prediction; empty = the
+        rung's own quality only."""
         self.view = view
         self.classify = classify
         self.mixing = mixing
         self.effort = effort
         self.tries = tries
         self.proxy_pixels = proxy_pixels
+        self.qualities = tuple(sorted(int(q) for q in qualities))
 
     def run(self, img: NativeImage, levels: Sequence[tuple[float, np.ndarray]], rungs: Sequence[Rung]) -> Outcome:
         """`levels`: (level, native grid) candidates; `rungs`: one per format, in preference."""
@@ -109,6 +123,7 @@ class NativeSearch:
         # Sparsest first: the first candidate that verifies is the smallest the mask allows.
         order = sorted(levels, key=lambda lv: float(lv[1].mean()))
         bg = background(x, self.mixing, img.pool)
+        x = smoothed(x, img.detail)
         views = np.stack([self.view.apply(mix(x, bg, grid, img.block)) for _, grid in order])
         pred, _ = self.classify(views)
         passing = [lv for lv, p in zip(order, pred) if int(p) == img.pred]
@@ -125,7 +140,7 @@ class NativeSearch:
         first = mix(x, bg, passing[0][1], img.block)  # the format choice's and the first try's
         if len(usable) > 1:
             usable = self._rank_formats(first, mode, usable, out)
-        tries = 0
+        tries = encodes = 0
         for level, grid in passing:
             if tries >= self.tries:
                 break
@@ -141,6 +156,7 @@ class NativeSearch:
             if data is None:
                 return out
             tries += 1
+            encodes += 1
             if len(data) >= img.source_bytes:
                 out.too_big = True  # denser levels only cost more bytes
                 break
@@ -148,9 +164,35 @@ class NativeSearch:
             if int(p[0]) == img.pred:
                 out.choice = Choice(data, rung.fmt, self.effort.args(rung, mode), torch.from_numpy(grid)[None, None],
                                     float(level), int(p[0]), float(conf[0]), rung)
+                encodes += self._lower(mixed, mode, img, rung, out)
                 break
-        out.levels_tried = tries
+        out.levels_tried = encodes
         return out
+
+    def _lower(self, mixed: np.ndarray, mode: str, img: NativeImage, rung: Rung, out: Outcome) -> int:
+        """Bisect the quality ladder below the verified `rung` for the lowest quality that
+        still keeps the prediction (each probe encoded, decoded and classified at native
+        size); replaces `out.choice` with it. Returns the encodes spent."""
+        if rung.quality is None or not self.qualities:
+            return 0
+        lower = [q for q in self.qualities if q < rung.quality]
+        lo, hi, spent = 0, len(lower) - 1, 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            r = Rung(rung.fmt, quality=lower[mid])
+            data = encode(mixed, mode, r, self.effort, img.icc, img.exif)
+            spent += 1
+            p, conf = self.classify(self.view.apply(decode(data, mode))[None])
+            if int(p[0]) == img.pred:
+                c = out.choice
+                assert c is not None
+                if len(data) < len(c.data):
+                    out.choice = Choice(data, r.fmt, self.effort.args(r, mode), c.z, c.level, int(p[0]),
+                                        float(conf[0]), r)
+                hi = mid - 1
+            else:
+                lo = mid + 1
+        return spent
 
     def _rank_formats(self, mixed: np.ndarray, mode: str, rungs: list[Rung], out: Outcome) -> list[Rung]:
         """Formats by their bytes on a small proxy of the candidate (one native encode only)."""

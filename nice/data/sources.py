@@ -9,7 +9,7 @@ import torch
 
 from torch.utils.data import Dataset
 
-from nice.data.arrays import ArrayImageDataset
+from nice.data.arrays import ArrayImageDataset, ViewCache
 from nice.data.mnist import CLASS_NAMES, ImageSplit, load_split
 
 if TYPE_CHECKING:
@@ -42,11 +42,16 @@ def export_png_folder(split: ImageSplit, out: str | Path, limit: int | None = No
     return out
 
 
+# Views of photos decoded once and kept in memory up to this many bytes (nice.data.arrays.ViewCache).
+VIEW_CACHE_BYTES = 4 << 30
+
+
 def training_data(spec: str, limit: int | None = None, view: "View | None" = None,
-                  augment: "Augment | None" = None):
+                  augment: "Augment | None" = None, cache_bytes: int = VIEW_CACHE_BYTES):
     """(train, val, class_names, channels) for a builtin name or a Dataset artifact directory,
     each image seen through the classifier's `view` (any source size is valid); training
-    images through `augment` when given (a random crop, then the view).
+    images through `augment` when given (a random crop, then the view). Without augmentation,
+    views that need resampling (photos) are computed once and kept in memory (`cache_bytes`).
 
     Builtin MNIST / Fashion-MNIST validate on their test split (as in the core issue); an
     artifact trains on its train split and validates on its val split."""
@@ -64,8 +69,29 @@ def training_data(spec: str, limit: int | None = None, view: "View | None" = Non
 
     art = DatasetArtifact.open(spec)
     val_split = "val" if art.manifest["counts"].get("val") else "test"
-    return (art.dataset("train", shuffle=True, view=view, augment=augment), art.dataset(val_split, view=view),
-            art.class_names, art.channels)
+    train, val = art.dataset("train", shuffle=True, view=view, augment=augment), art.dataset(val_split, view=view)
+    if view is not None and augment is None and _resampled(art, view) and _fits(art, view, cache_bytes):
+        train, val = ViewCache(train, "train views"), ViewCache(val, f"{val_split} views")
+    return train, val, art.class_names, art.channels
+
+
+def _resampled(art, view: "View") -> bool:
+    """Whether any image of the artifact is resampled to reach the view."""
+    import pyarrow.parquet as pq
+
+    for split in ("train", "val", "test"):
+        for shard in art.shards(split):
+            t = pq.read_table(shard, columns=["width", "height"])
+            if any(not view.geometry(h, w).identity for w, h in zip(t.column("width").to_pylist(),
+                                                                     t.column("height").to_pylist())):
+                return True
+    return False
+
+
+def _fits(art, view: "View", budget: int) -> bool:
+    counts = art.manifest["counts"]
+    n = counts.get("train", 0) + max(counts.get("val", 0), counts.get("test", 0))
+    return n * art.channels * view.size * view.size <= budget
 
 
 class ViewedDataset(Dataset):

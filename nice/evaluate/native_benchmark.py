@@ -4,9 +4,13 @@ is classified through the classifier's view, bytes are against the source files.
 
 Rate points: NICE as the product stores it (`nice compress`'s engine: native masks, mixing,
 search and guard); JPEG and WebP quality sweeps of the originals; the per-image oracles
-(lowest JPEG / WebP quality keeping the prediction, by bisection); uniform downsampling by 2
-and 4 in the source's own format. The other rankings (Grad-CAM, ...) through NICE's mixing are
-left out here: at native size they would need their own native search per image.
+(lowest JPEG / WebP / AVIF quality keeping the prediction, by bisection over q 1..95, and the
+smallest of the three per image); the whole-image search over the product's own ladders
+(`search.qualities` x `search.native_formats`); uniform downsampling by 2 and 4 in the
+source's own format; and the other rankings (Grad-CAM, integrated gradients, saliency, centre,
+random) in place of the generator's, through the same engine: the same native masks, mixing,
+codec, search and guard. Every row carries the CPU milliseconds per image it cost (and, for
+the rankings, the ranking's share).
 Explanation metrics are computed on the views (what the classifier sees), with the same
 protocol as the one-size benchmark. Sources are decoded one at a time (memory: one native image
 plus the views), except inside the engine, which bounds memory by its pixel budget."""
@@ -55,20 +59,41 @@ def lowest_quality(pixels: np.ndarray, mode: str, fmt: str, effort: Any, keeps: 
     """The smallest encode of `pixels` in `fmt` whose decode `keeps` the prediction, found by
     bisection over `qualities` (assumes a higher quality keeps it when a lower one does);
     None when even the highest does not."""
-    lo, hi, best = 0, len(qualities) - 1, None
+    return lowest_rung(pixels, mode, fmt, effort, keeps, qualities)[1]
+
+
+def lowest_rung(pixels: np.ndarray, mode: str, fmt: str, effort: Any, keeps: Callable[[np.ndarray], bool],
+                qualities: Sequence[int] = ORACLE_QUALITIES, start: int = 0) -> tuple[int | None, bytes | None]:
+    """`lowest_quality` with the quality found: (q, data), or (None, None); `start` skips the
+    rungs below it (known to fail)."""
+    lo, hi, best, best_q = start, len(qualities) - 1, None, None
     while lo <= hi:
         mid = (lo + hi) // 2
         data = encode(pixels, mode, Rung(fmt, quality=int(qualities[mid])), effort)
         if keeps(decode(data, mode)):
-            best, hi = data, mid - 1
+            best, best_q, hi = data, int(qualities[mid]), mid - 1
         else:
             lo = mid + 1
-    return best
+    return best_q, best
+
+
+RANKINGS = ("gradcam", "integrated_gradients", "saliency", "centre", "random")
+ORACLE_FORMATS = ("jpeg", "webp", "avif")
+
+
+def ranking_fn(method: str, model: Any) -> Callable[[torch.Tensor, np.ndarray], torch.Tensor]:
+    """`method`'s block scores of a batch of views, explaining their top-1 (for the engine)."""
+    def scores(xv: torch.Tensor, pred: np.ndarray) -> torch.Tensor:
+        return attribute(method, model, xv, torch.from_numpy(np.asarray(pred, dtype=np.int64)),
+                         background(xv, model.config.mixing)).scores
+    return scores
 
 
 def run_native_benchmark(sources: Sequence[bytes], labels: Sequence[int], model: Any,
                          qualities: Sequence[int] = (5, 10, 20, 30, 50, 70, 90), explain_limit: int = 500,
-                         explain_methods: Sequence[str] = LEARNED, progress: bool = False) -> Any:
+                         explain_methods: Sequence[str] = LEARNED, progress: bool = False,
+                         rankings: Sequence[str] = RANKINGS, oracle_formats: Sequence[str] = ORACLE_FORMATS,
+                         goals: tuple[float, float] | None = None) -> Any:
     """The comparison at native size; returns a `nice.evaluate.benchmark.Benchmark`."""
     import sys
 
@@ -99,31 +124,61 @@ def run_native_benchmark(sources: Sequence[bytes], labels: Sequence[int], model:
     settings = [(fmt, q) for fmt in ("jpeg", "webp") for q in qualities]
     sweep_bytes = np.zeros((len(settings), len(sources)), dtype=np.int64)
     sweep_views: list[list[np.ndarray]] = [[] for _ in settings]
-    oracle_bytes = {f: src_bytes.copy() for f in ("jpeg", "webp")}
-    oracle_preds: dict[str, np.ndarray] = {}
+    oracle_bytes = {f: src_bytes.copy() for f in oracle_formats}
+    ladder = tuple(int(q) for q in cfg.search.qualities)
+    ladder_fmts = [f for f in cfg.search.native_formats if f in oracle_formats and f != "png"]
+    ladder_bytes = src_bytes.copy()
     down_bytes = {f: np.zeros(len(sources), dtype=np.int64) for f in (2, 4)}
     down_views: dict[int, list[np.ndarray]] = {2: [], 4: []}
+    cpu = {name: 0.0 for name in ("decode", "sweep", "down", "ladder", *oracle_formats)}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        c0 = time.process_time()
+        try:
+            return fn()
+        finally:
+            cpu[name] += time.process_time() - c0
+
     for i, data in enumerate(tqdm(sources, desc="native baselines", unit="image", disable=not progress)):
+        c0 = time.process_time()
         decoded = decode_image(data)
         pixels = image_pixels(decoded.image, mode)
         views.append(view.apply(pixels))
         src_preds[i] = int(clf(views[-1][None])[0][0])
+        cpu["decode"] += time.process_time() - c0
+        c0 = time.process_time()
         for k, (fmt, q) in enumerate(settings):
             enc = encode(pixels, mode, Rung(fmt, quality=int(q)), effort)
             sweep_bytes[k, i] = len(enc)
             sweep_views[k].append(view.apply(decode(enc, mode)))
-        for fmt in ("jpeg", "webp"):
+        cpu["sweep"] += time.process_time() - c0
+        keeps = (lambda back, i=i: top1(back) == src_preds[i])
+        found: dict[str, int | None] = {}
+        for fmt in oracle_formats:
             # Guarded like the product: no quality that keeps the prediction -> the source.
-            best = lowest_quality(pixels, mode, fmt, effort, lambda back: top1(back) == src_preds[i])
+            q, best = timed(fmt, lambda fmt=fmt: lowest_rung(pixels, mode, fmt, effort, keeps))
+            found[fmt] = q
             if best is not None and len(best) < src_bytes[i]:
                 oracle_bytes[fmt][i] = len(best)
+
+        def on_ladder() -> None:
+            # The product's ladders on the whole image: per format the lowest rung at or above the
+            # oracle's quality (the rungs below it fail, by the oracle's bisection), verified.
+            for fmt in ladder_fmts:
+                if found.get(fmt) is None:
+                    continue
+                start = next((j for j, q in enumerate(ladder) if q >= found[fmt]), len(ladder))
+                _, best = lowest_rung(pixels, mode, fmt, effort, keeps, ladder, start)
+                if best is not None and len(best) < ladder_bytes[i]:
+                    ladder_bytes[i] = len(best)
+        timed("ladder", on_ladder)
+        c0 = time.process_time()
         rung = fixed_rung(cfg.codec, output_format(cfg.codec, decoded.format))
         for f in (2, 4):
             sizes, back = downsampled([pixels], mode, f, rung, fixed)
             down_bytes[f][i] = sizes[0]
             down_views[f].append(view.apply(back[0]))
-    for fmt in ("jpeg", "webp"):
-        oracle_preds[fmt] = src_preds  # by construction: every stored choice keeps it
+        cpu["down"] += time.process_time() - c0
     src_acc = float((src_preds == y).mean())
     say(f"{len(sources)} images, source accuracy {src_acc * 100:.2f}%")
 
@@ -132,32 +187,58 @@ def run_native_benchmark(sources: Sequence[bytes], labels: Sequence[int], model:
         return RatePoint(method, setting, float(out_bytes.sum() / src_bytes.sum()), acc, (src_acc - acc) * 100,
                          int((preds != src_preds).sum()), **kw)
 
+    n = max(len(sources), 1)
+    items = [SourceItem(uri=f"test/{i}", data=d, key=f"{i}", label=int(lab))
+             for i, (d, lab) in enumerate(zip(sources, labels))]
+    decode_ms = cpu["decode"] * 1000 / n  # every row decodes and classifies its source once
+
+    def engine(method: str, setting: str, ranking: Callable[[torch.Tensor, np.ndarray], torch.Tensor] | None
+               ) -> RatePoint:
+        """`method`'s ranking through `nice compress`'s engine: the same native masks, mixing,
+        search and guard (NICE itself with ranking=None)."""
+        comp = Compressor(model, cfg, run_id="evaluate", ranking=ranking)
+        c0 = time.process_time()
+        results = comp.compress(items)
+        ms = (time.process_time() - c0) * 1000 / n
+        out_bytes = np.array([len(r.output) if r.output is not None else src_bytes[i]
+                              for i, r in enumerate(results)], dtype=np.int64)
+        preds = np.array([r.row["pred_output"] if r.row.get("pred_output") is not None else src_preds[i]
+                          for i, r in enumerate(results)], dtype=np.int64)
+        kept = sum(r.row["status"] != "compressed" for r in results)
+        density = float(np.mean([r.row.get("mask_density") or 1.0 for r in results]))
+        p = point(method, setting, out_bytes, preds, guarded=True, kept=kept, density=density,
+                  cpu_ms=ms, rank_ms=comp.rank_seconds * 1000 / n)
+        # Flips as the guard counts them: against the engine's own source prediction.
+        p.flips = sum(r.row.get("pred_output") != r.row.get("pred_source") for r in results
+                      if r.row["status"] == "compressed")
+        say(f"{method} through the compress engine: {p.bytes_ratio:.4f}x, {ms:.0f} CPU ms/image")
+        return p
+
     # NICE as `nice compress` stores it: the same engine, the same guard.
-    comp = Compressor(model, cfg, run_id="evaluate")
-    results = comp.compress([SourceItem(uri=f"test/{i}", data=d, key=f"{i}", label=int(lab))
-                             for i, (d, lab) in enumerate(zip(sources, labels))])
-    nice_bytes = np.array([len(r.output) if r.output is not None else src_bytes[i]
-                           for i, r in enumerate(results)], dtype=np.int64)
-    nice_preds = np.array([r.row["pred_output"] if r.row.get("pred_output") is not None else src_preds[i]
-                           for i, r in enumerate(results)], dtype=np.int64)
-    kept = sum(r.row["status"] != "compressed" for r in results)
-    density = float(np.mean([r.row.get("mask_density") or 1.0 for r in results]))
     levels = ", ".join(f"{k:g}" for k in cfg.search.keep)
-    nice_point = point("nice", f"per-image search at native size (keep {levels})", nice_bytes, nice_preds,
-                       guarded=True, kept=kept, density=density)
-    # Flips as the guard counts them: against the engine's own source prediction.
-    nice_point.flips = sum(r.row.get("pred_output") != r.row.get("pred_source") for r in results
-                           if r.row["status"] == "compressed")
-    points = [nice_point]
-    say("nice (the compress engine) done")
+    points = [engine("nice", f"per-image search at native size (keep {levels})", None)]
+    for m in rankings:
+        points.append(engine(m, "through NICE's native search", ranking_fn(m, model)))
+    sweep_ms = decode_ms + cpu["sweep"] * 1000 / n / max(len(settings), 1)
     for k, (fmt, q) in enumerate(settings):
-        points.append(point(fmt, f"q{q}", sweep_bytes[k], clf.predict(sweep_views[k])))
-    for fmt in ("jpeg", "webp"):
-        name = "oracle" if fmt == "jpeg" else "oracle-webp"
+        points.append(point(fmt, f"q{q}", sweep_bytes[k], clf.predict(sweep_views[k]), cpu_ms=sweep_ms))
+    for fmt in oracle_formats:
+        name = "oracle" if fmt == "jpeg" else f"oracle-{fmt}"
         points.append(point(name, f"lowest {fmt.upper()} q keeping the prediction", oracle_bytes[fmt],
-                            oracle_preds[fmt], guarded=True, kept=int((oracle_bytes[fmt] == src_bytes).sum())))
+                            src_preds, guarded=True, kept=int((oracle_bytes[fmt] == src_bytes).sum()),
+                            cpu_ms=decode_ms + cpu[fmt] * 1000 / n))
+    if len(oracle_formats) > 1:  # by construction every stored choice keeps the prediction
+        best = np.min(np.stack([oracle_bytes[f] for f in oracle_formats]), axis=0)
+        points.append(point("oracle-best", f"smallest of the {'/'.join(oracle_formats)} oracles per image", best,
+                            src_preds, guarded=True, kept=int((best == src_bytes).sum()),
+                            cpu_ms=decode_ms + sum(cpu[f] for f in oracle_formats) * 1000 / n))
+    if ladder_fmts:
+        points.append(point("whole-image search", f"{'/'.join(ladder_fmts)} x search.qualities, whole image",
+                            ladder_bytes, src_preds, guarded=True, kept=int((ladder_bytes == src_bytes).sum()),
+                            cpu_ms=decode_ms + (cpu["ladder"] + sum(cpu[f] for f in ladder_fmts)) * 1000 / n))
     for f in (2, 4):
-        points.append(point("downsample", f"1/{f}", down_bytes[f], clf.predict(down_views[f])))
+        points.append(point("downsample", f"1/{f}", down_bytes[f], clf.predict(down_views[f]),
+                            cpu_ms=decode_ms + cpu["down"] * 1000 / n / 2))
     say("codec baselines done")
 
     # Explanations on the views, with the one-size protocol.
@@ -178,8 +259,10 @@ def run_native_benchmark(sources: Sequence[bytes], labels: Sequence[int], model:
 
     ok = [p for p in points if p.drop_points <= MAX_DROP_POINTS]
     best_nice = min((p for p in ok if p.method == "nice"), key=lambda p: p.bytes_ratio, default=None)
-    best_codec = min((p for p in ok if p.method != "nice"), key=lambda p: p.bytes_ratio, default=None)
+    best_codec = min((p for p in ok if p.method not in ("nice", *rankings)), key=lambda p: p.bytes_ratio, default=None)
+    best_rank = min((p for p in ok if p.method in rankings), key=lambda p: p.bytes_ratio, default=None)
+    extra = {} if goals is None else {"goal_codec": goals[0], "goal_ranking": goals[1]}
     return Benchmark(images=len(sources), source_accuracy=src_acc, source_bytes=int(src_bytes.sum()), points=points,
                      explain=explain, best_nice=best_nice, seconds=time.perf_counter() - t0,
-                     channels=cfg.classifier.in_channels, best_codec_baseline=best_codec, best_ranking_baseline=None,
-                     examples=per_class_examples(sub, scores, tau0) if "nice" in scores else None)
+                     channels=cfg.classifier.in_channels, best_codec_baseline=best_codec, best_ranking_baseline=best_rank,
+                     examples=per_class_examples(sub, scores, tau0) if "nice" in scores else None, **extra)

@@ -69,12 +69,14 @@ class _Writer:
 
 
 def _assign_splits(meta: list[dict[str, Any]], opts: IngestOptions) -> None:
-    """Stratified by class and seeded; official test splits are kept, val comes from train."""
+    """Stratified by class and seeded; official test (and val) splits are kept, val otherwise
+    comes from train."""
     rng = random.Random(opts.seed)
     by_class: dict[tuple[str, bool], list[dict[str, Any]]] = defaultdict(list)
+    official_val = any(m["official"] == "val" for m in meta)
     for m in meta:
-        if m["official"] == "test":
-            m["split"] = "test"
+        if m["official"] in ("test", "val"):
+            m["split"] = m["official"]
         else:
             by_class[(m["label_name"], m["official"] == "train")].append(m)
     for (_, official_train), items in sorted(by_class.items()):
@@ -82,7 +84,7 @@ def _assign_splits(meta: list[dict[str, Any]], opts: IngestOptions) -> None:
         rng.shuffle(items)
         n = len(items)
         n_test = 0 if official_train else round(n * opts.test_fraction)
-        n_val = round(n * opts.val_fraction)
+        n_val = 0 if official_val and official_train else round(n * opts.val_fraction)
         if n >= 3 and not official_train:  # small classes still appear in every requested split
             n_test = max(n_test, 1) if opts.test_fraction > 0 else 0
             n_val = max(n_val, 1) if opts.val_fraction > 0 else 0

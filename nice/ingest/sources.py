@@ -15,7 +15,9 @@ from PIL import Image
 from nice.storage import ObjectInfo, Store, class_of, open_store
 
 # Sources named by a builtin dataset: fixed content (versioned with the project), never "live".
-BUILTIN_SOURCES = ("mnist", "fashion-mnist", "mnist-m")
+BUILTIN_SOURCES = ("mnist", "fashion-mnist", "mnist-m", "scenes", "scenes-fashion")
+# Scenes per split when no --limit is given (docs/reports/scenes: what the default models saw).
+SCENES_COUNTS = {"train": 10_000, "val": 1_000, "test": 1_000}
 
 
 @dataclass
@@ -38,10 +40,28 @@ def _jpeg(arr: np.ndarray, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def scene_records(name: str, limit: int | None = None, seed: int = 0) -> Iterator[Record]:
+    """`scenes` (digits) / `scenes-fashion`: native-size JPEG q90 frames (what a camera writes),
+    with official train / val / test splits on disjoint background photos."""
+    from nice.data.scenes import class_names, iter_scenes, named_photos
+
+    variant = "fashion" if name == "scenes-fashion" else "digits"
+    names, photos = class_names(variant), named_photos()
+    for split, default in SCENES_COUNTS.items():
+        count = default if limit is None else limit
+        for i, (frame, label, _) in enumerate(iter_scenes(variant, split, count, seed, photos)):
+            cls = names[label]
+            yield Record(key=f"{split}/{cls}/{i:05d}.jpg", label=cls, data=_jpeg(frame), split=split)
+
+
 def builtin_records(name: str, limit: int | None = None, size: int = 64, seed: int = 0) -> Iterator[Record]:
-    """mnist / fashion-mnist as PNG, mnist-m as JPEG q90 (like photos users store)."""
+    """mnist / fashion-mnist as PNG, mnist-m as JPEG q90 (like photos users store), scenes as
+    native-size JPEG q90."""
     from nice.data.mnist import load_split
 
+    if name.startswith("scenes"):
+        yield from scene_records(name, limit, seed)
+        return
     for split in ("train", "test"):
         if name == "mnist-m":
             from nice.data.mnistm import iter_mnistm
@@ -84,7 +104,7 @@ def store_records(uri: str, endpoint_url: str | None = None) -> Iterator[Record]
 
 def open_source(spec: str, limit: int | None = None, size: int = 64, seed: int = 0,
                 endpoint_url: str | None = None) -> tuple[str, Iterator[Record]]:
-    """`mnist`, `fashion-mnist`, `mnist-m`, `folder:PATH`, `s3://bucket/prefix/` (or a plain path)."""
+    """`mnist`, `fashion-mnist`, `mnist-m`, `scenes`, `scenes-fashion`, `folder:PATH`, `s3://bucket/prefix/` (or a plain path)."""
     if spec in BUILTIN_SOURCES:
         return spec, builtin_records(spec, limit, size, seed)
     if spec.startswith("folder:"):
