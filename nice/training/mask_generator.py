@@ -71,7 +71,10 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     mc = cfg.train_generator
     seed_everything(mc.seed)
     device = pick_device(mc.device)
-    classifier = freeze(classifier.to(device))
+    # Channels-last on CPU for colour CNNs (1.8x faster through the frozen ResNet, see
+    # training/classifier.py); the classifier is given back contiguous.
+    fmt = torch.channels_last if device.type == "cpu" and cfg.classifier.in_channels == 3 else torch.contiguous_format
+    classifier = freeze(classifier.to(device).to(memory_format=fmt))
     generator = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels)
     if init is not None:
         generator.load_state_dict(init.state_dict())
@@ -97,7 +100,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
         bar = tqdm(train_loader, desc=f"mask generator epoch {epoch + 1}/{mc.epochs}",
                    disable=not progress, unit="batch", leave=False)
         for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
             with torch.no_grad():
                 if mc.target == "label":
                     target = y
@@ -143,5 +146,5 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
         if on_epoch:
             on_epoch(epoch, metrics)
     generator.eval().cpu()
-    classifier.cpu()
+    classifier.cpu().to(memory_format=torch.contiguous_format)
     return TrainResult(model=generator, history=history, final=dict(history[-1]))
