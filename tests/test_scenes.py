@@ -105,3 +105,18 @@ def test_ingest_scenes_keeps_the_official_splits_as_native_jpeg(tmp_path):
     aug = Augment.of(view, ClassifierTrainConfig(augment="crop"))
     train_aug, _, _, _ = training_data(str(out), view=view, augment=aug)
     assert not isinstance(train_aug, ViewCache)
+
+
+def test_the_demo_archive_is_the_ingested_test_split(tmp_path):
+    """`nice demo --dataset scenes` seeds its archive with the same bytes ingestion stores."""
+    from nice.data.scenes import export_folder
+    from nice.ingest.sources import scene_records
+
+    out = export_folder("digits", "test", 3, tmp_path / "archive")
+    files = sorted(p for p in out.rglob("*.jpg"))
+    assert len(files) == 3
+    records = [r for r in scene_records("scenes", limit=3) if r.split == "test"]
+    by_name = {Path(r.key).name: r for r in records}
+    for f in files:
+        r = by_name[f.name]
+        assert f.parent.name == r.label and f.read_bytes() == r.data
