@@ -112,20 +112,13 @@ def ingest_step(source: str, out: str | Path, ctx: StepContext | None = None, **
 def dataset_images(dataset: str) -> tuple[int, set[tuple[int, int]]]:
     """(channels, the set of (width, height) of its images) of a builtin name or an artifact,
     from the artifact's metadata columns (no image is decoded)."""
-    import pyarrow.parquet as pq
-
     from nice.data.sources import BUILTIN
     from nice.ingest import DatasetArtifact
 
     if dataset in BUILTIN:
         return 1, {(28, 28)}
     art = DatasetArtifact.open(dataset)
-    sizes: set[tuple[int, int]] = set()
-    for split in ("train", "val", "test"):
-        for shard in art.shards(split):
-            t = pq.read_table(shard, columns=["width", "height"])
-            sizes |= set(zip(t.column("width").to_pylist(), t.column("height").to_pylist()))
-    return art.channels, sizes
+    return art.channels, art.image_sizes()
 
 
 def check_dataset_fits(cfg: NiceConfig, dataset: str, channels: int, sizes: set[tuple[int, int]],

@@ -10,6 +10,7 @@ train, the rest for test), so no test pixel was ever seen in training. Determini
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -22,15 +23,15 @@ OPENCV_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
 TRAIN_FRACTION = 0.7  # of each photo's rows
 
 
-def load_photos(min_side: int = 256) -> list[np.ndarray]:
-    """Every offline colour photo we can find, as RGB uint8 arrays (at least min_side pixels)."""
-    photos: list[np.ndarray] = []
+def offline_photos(exclude: frozenset[str] = frozenset()) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, RGB uint8 array) of every offline photo we can find, in a fixed order:
+    scikit-image's, scikit-learn's samples, then Debian's opencv-doc (minus `exclude`, by stem)."""
     try:
         import skimage.data
 
         for name in SKIMAGE_PHOTOS:
             try:
-                photos.append(np.asarray(getattr(skimage.data, name)()))
+                yield f"skimage:{name}", np.asarray(getattr(skimage.data, name)())
             except Exception:  # noqa: BLE001 - some images need an optional download
                 continue
     except ImportError:
@@ -38,18 +39,30 @@ def load_photos(min_side: int = 256) -> list[np.ndarray]:
     try:
         from sklearn.datasets import load_sample_images
 
-        photos += list(load_sample_images().images)
+        sample = load_sample_images()
+        for fname, img in zip(sample.filenames, sample.images):
+            yield f"sklearn:{Path(fname).stem}", np.asarray(img)
     except ImportError:
         pass
     if OPENCV_DIR.is_dir():
         for p in sorted(OPENCV_DIR.glob("*.jpg")) + sorted(OPENCV_DIR.glob("*.png")):
+            if p.stem in exclude:
+                continue
             try:
                 with Image.open(p) as img:
                     if img.mode in ("RGB", "RGBA", "P"):
-                        photos.append(np.asarray(img.convert("RGB")))
+                        yield f"opencv:{p.stem}", np.asarray(img.convert("RGB"))
             except OSError:
                 continue
-    photos = [p for p in photos if p.ndim == 3 and p.shape[2] == 3 and min(p.shape[:2]) >= min_side]
+
+
+def is_colour_photo(pixels: np.ndarray, min_side: int) -> bool:
+    return pixels.ndim == 3 and pixels.shape[2] == 3 and min(pixels.shape[:2]) >= min_side
+
+
+def load_photos(min_side: int = 256) -> list[np.ndarray]:
+    """Every offline colour photo we can find, as RGB uint8 arrays (at least min_side pixels)."""
+    photos = [p for _, p in offline_photos() if is_colour_photo(p, min_side)]
     if not photos:
         raise RuntimeError("no offline photos found: install scikit-image (pinned in requirements.txt)")
     return photos

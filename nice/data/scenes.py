@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from nice.data.mnist import CLASS_NAMES, load_split
-from nice.data.mnistm import OPENCV_DIR, SKIMAGE_PHOTOS
+from nice.data.mnistm import is_colour_photo, offline_photos
 
 VARIANTS = {"digits": "mnist", "fashion": "fashion-mnist"}
 SPLITS = ("train", "val", "test")
@@ -53,36 +53,7 @@ class Photo:
 
 def named_photos(min_side: int = 300) -> list[Photo]:
     """The offline colour photos that make backgrounds, by name, sorted."""
-    photos: list[Photo] = []
-    try:
-        import skimage.data
-
-        for name in SKIMAGE_PHOTOS:
-            try:
-                photos.append(Photo(f"skimage:{name}", np.asarray(getattr(skimage.data, name)())))
-            except Exception:  # noqa: BLE001 - some images need an optional download
-                continue
-    except ImportError:
-        pass
-    try:
-        from sklearn.datasets import load_sample_images
-
-        sample = load_sample_images()
-        for fname, img in zip(sample.filenames, sample.images):
-            photos.append(Photo(f"sklearn:{Path(fname).stem}", np.asarray(img)))
-    except ImportError:
-        pass
-    if OPENCV_DIR.is_dir():
-        for p in sorted(OPENCV_DIR.glob("*.jpg")) + sorted(OPENCV_DIR.glob("*.png")):
-            if p.stem in NOT_PHOTOS:
-                continue
-            try:
-                with Image.open(p) as img:
-                    if img.mode in ("RGB", "RGBA", "P"):
-                        photos.append(Photo(f"opencv:{p.stem}", np.asarray(img.convert("RGB"))))
-            except OSError:
-                continue
-    photos = [p for p in photos if p.pixels.ndim == 3 and p.pixels.shape[2] == 3 and min(p.pixels.shape[:2]) >= min_side]
+    photos = [Photo(name, px) for name, px in offline_photos(NOT_PHOTOS) if is_colour_photo(px, min_side)]
     return sorted(photos, key=lambda p: p.name)
 
 

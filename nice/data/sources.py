@@ -77,15 +77,7 @@ def training_data(spec: str, limit: int | None = None, view: "View | None" = Non
 
 def _resampled(art, view: "View") -> bool:
     """Whether any image of the artifact is resampled to reach the view."""
-    import pyarrow.parquet as pq
-
-    for split in ("train", "val", "test"):
-        for shard in art.shards(split):
-            t = pq.read_table(shard, columns=["width", "height"])
-            if any(not view.geometry(h, w).identity for w, h in zip(t.column("width").to_pylist(),
-                                                                     t.column("height").to_pylist())):
-                return True
-    return False
+    return any(not view.geometry(h, w).identity for w, h in art.image_sizes())
 
 
 def _fits(art, view: "View", budget: int) -> bool:

@@ -54,17 +54,11 @@ def needs_native(sources: Sequence[bytes], model: Any) -> bool:
     return any(not view.geometry(h, w).identity for w, h in sizes)
 
 
-def lowest_quality(pixels: np.ndarray, mode: str, fmt: str, effort: Any, keeps: Callable[[np.ndarray], bool],
-                   qualities: Sequence[int] = ORACLE_QUALITIES) -> bytes | None:
-    """The smallest encode of `pixels` in `fmt` whose decode `keeps` the prediction, found by
-    bisection over `qualities` (assumes a higher quality keeps it when a lower one does);
-    None when even the highest does not."""
-    return lowest_rung(pixels, mode, fmt, effort, keeps, qualities)[1]
-
-
 def lowest_rung(pixels: np.ndarray, mode: str, fmt: str, effort: Any, keeps: Callable[[np.ndarray], bool],
                 qualities: Sequence[int] = ORACLE_QUALITIES, start: int = 0) -> tuple[int | None, bytes | None]:
-    """`lowest_quality` with the quality found: (q, data), or (None, None); `start` skips the
+    """The smallest encode of `pixels` in `fmt` whose decode `keeps` the prediction and its
+    quality, (q, data), found by bisection over `qualities` (assumes a higher quality keeps it
+    when a lower one does); (None, None) when even the highest does not. `start` skips the
     rungs below it (known to fail)."""
     lo, hi, best, best_q = start, len(qualities) - 1, None, None
     while lo <= hi:

@@ -67,6 +67,15 @@ class DatasetArtifact:
         p = self.path / "rejects.parquet"
         return pq.read_table(p).to_pylist() if p.is_file() else []
 
+    def image_sizes(self) -> set[tuple[int, int]]:
+        """The (width, height) of its images, every split, from the metadata columns (no decode)."""
+        sizes: set[tuple[int, int]] = set()
+        for split in SPLITS:
+            for shard in self.shards(split):
+                t = pq.read_table(shard, columns=["width", "height"])
+                sizes |= set(zip(t.column("width").to_pylist(), t.column("height").to_pylist()))
+        return sizes
+
     def dataset(self, split: str, **kwargs: Any) -> "ShardDataset":
         return ShardDataset(self, split, **kwargs)
 

@@ -18,7 +18,7 @@ from nice.gates import HardConcrete, rank_scores, rank_window, relaxed_topk, ups
 from nice.losses import NiceLoss, kl_to_source
 from nice.mixing import make_mixer
 from nice.models import build_generator
-from nice.training.common import EpochCallback, TrainResult, autocast
+from nice.training.common import EpochCallback, TrainResult, autocast, cpu_memory_format
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     mc = cfg.train_generator
     seed_everything(mc.seed)
     device = pick_device(mc.device)
-    # Channels-last on CPU for colour CNNs (1.8x faster through the frozen ResNet, see
-    # training/classifier.py); the classifier is given back contiguous.
-    fmt = torch.channels_last if device.type == "cpu" and cfg.classifier.in_channels == 3 else torch.contiguous_format
+    fmt = cpu_memory_format(device, cfg.classifier.in_channels)  # the classifier is given back contiguous
     classifier = freeze(classifier.to(device).to(memory_format=fmt))
     generator = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels)
     if init is not None:
