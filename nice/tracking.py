@@ -119,10 +119,11 @@ class Tracker:
 
         parent = self.parent_run(kfp_run_id, pipeline) if kfp_run_id else None
         tags = {STEP_TAG: name, **({KFP_RUN_TAG: kfp_run_id} if kfp_run_id else {})}
+        log_system = system_metrics and _system_metrics_ready()
         with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, parent_run_id=parent,
                               nested=parent is not None, tags=tags,
                               # None, not False: a user's global MLflow setting still holds.
-                              log_system_metrics=True if system_metrics and _system_metrics_ready() else None) as run:
+                              log_system_metrics=True if log_system else None) as run:
             state = _StepState(run.info.run_id)
             self._steps.append(state)
             try:
@@ -136,6 +137,8 @@ class Tracker:
                         params={k: _param(v) for k, v in (params or {}).items()},
                         tags=_dataset_tags(state.dataset)).model_id
                 yield run.info.run_id
+                if log_system:
+                    _closing_system_sample(run.info.run_id)
             except BaseException:
                 if state.model_id:
                     _finalize_failed(state.model_id)
@@ -347,6 +350,24 @@ def _system_metrics_ready() -> bool:
     if not os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"):
         mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL)
     return True
+
+
+def _closing_system_sample(run_id: str) -> None:
+    """One system-metrics sample at the end of a step the monitor never published for: MLflow's
+    monitor publishes only after a full sampling interval, so a step shorter than that (or one
+    it was waiting through when the run ended) would have no system metrics at all."""
+    import mlflow
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    try:
+        if any(k.startswith("system/") for k in mlflow.get_run(run_id).data.metrics):
+            return
+        monitor = SystemMetricsMonitor(run_id)
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
+    except Exception:  # noqa: BLE001 - monitoring must never fail the step it watches
+        log.warning("could not log a closing system-metrics sample for run %s", run_id, exc_info=True)
 
 
 def _param(value: Any) -> str:

@@ -94,6 +94,21 @@ def test_training_steps_log_datasets_linked_metrics_and_system_metrics(tracker, 
     assert not ingest.outputs.model_outputs and not any(k.startswith("system/") for k in ingest.data.metrics)
 
 
+def test_a_step_shorter_than_the_sampling_interval_still_has_system_metrics(tracker, monkeypatch):
+    """MLflow's monitor publishes only after a whole interval; a fast training step (a small
+    set, a fast machine) still gets one sample, taken as the step ends."""
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "30")
+    with tracker.step("train-classifier", system_metrics=True) as run_id:
+        pass
+    client = tracker.client
+    assert client.get_metric_history(run_id, "system/cpu_utilization_percentage")
+    assert client.get_metric_history(run_id, "system/system_memory_usage_megabytes")[0].value > 0
+    # A step without system metrics gets none.
+    with tracker.step("ingest") as plain:
+        pass
+    assert not any(k.startswith("system/") for k in client.get_run(plain).data.metrics)
+
+
 def test_a_failed_training_step_leaves_no_pending_model(tracker):
     with pytest.raises(RuntimeError, match="boom"), tracker.step(
             "train-classifier", model="classifier", dataset="mnist", splits={"train": "train", "val": "test"}):
