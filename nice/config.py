@@ -62,6 +62,13 @@ class ClassifierConfig:
     # (one 4x4 stride-4 convolution: the same 4x reduction at ~1/3 of the stem's cost, for bulk
     # compression where the classifier runs twice per image)
     stem: str = "conv"
+    # resnet global pooling: "avg" (torchvision's) or "max" (the strongest cell decides: an
+    # object filling a few cells of a large view is not averaged away by the background)
+    pool: str = "avg"
+
+    def __post_init__(self) -> None:
+        if self.pool not in ("avg", "max"):
+            raise ValueError(f"classifier.pool must be avg or max, got {self.pool!r}")
 
 
 @dataclass

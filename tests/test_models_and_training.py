@@ -35,6 +35,34 @@ def test_classifiers_shapes():
         build_classifier(ClassifierConfig(arch="vgg"))
 
 
+def test_a_max_pooled_resnet_answers_where_the_object_is_and_round_trips(tmp_path):
+    """classifier.pool = max: the strongest cell decides, so one small object answers the same
+    wherever it sits in a flat view and however large the view is (an average dilutes it by
+    the view's area)."""
+    from nice.checkpoint import load_classifier, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = NiceConfig().with_overrides({"classifier": {"arch": "resnet", "in_channels": 3, "width": 8, "pool": "max"}})
+    model = build_classifier(cfg.classifier).eval()
+    assert isinstance(model.head[0], torch.nn.AdaptiveMaxPool2d)
+    patch = torch.rand(3, 32, 32)
+    views = torch.zeros(2, 3, 704, 704)
+    # On the stride-32 grid and farther from the borders than the receptive field.
+    views[0, :, 256:288, 288:320] = patch
+    views[1, :, 384:416, 320:352] = patch
+    larger = torch.zeros(1, 3, 1024, 1024)
+    larger[0, :, 256:288, 288:320] = patch
+    with torch.no_grad():
+        a, b = model(views)
+        c = model(larger)[0]
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, c, atol=1e-5)
+    save_checkpoint(tmp_path / "clf.pt", "classifier", model, cfg)
+    loaded, loaded_cfg, _ = load_classifier(tmp_path / "clf.pt")
+    assert loaded_cfg.classifier.pool == "max" and isinstance(loaded.head[0], torch.nn.AdaptiveMaxPool2d)
+    with pytest.raises(ValueError, match="classifier.pool"):
+        NiceConfig().with_overrides({"classifier": {"pool": "mean"}})
+
+
 def test_gradients_reach_generator_never_frozen_classifier():
     torch.manual_seed(0)
     cfg = NiceConfig()

@@ -48,12 +48,16 @@ def test_scenes_are_native_sized_deterministic_and_labelled(photos):
     assert all(np.array_equal(x[0], y[0]) for x, y in zip(first6, a)), "a scene does not depend on the count"
     other = next(iter_scenes("digits", "test", 1, seed=4, photos=photos))
     assert not np.array_equal(other[0], a[0][0])
-    sizes = {(f.shape[1], f.shape[0]) for f, _, _ in a}
+    sizes = {(s.frame.shape[1], s.frame.shape[0]) for s in a}
     allowed = set(FRAME_SIZES) | {(h, w) for w, h in FRAME_SIZES}
     assert sizes <= allowed and len(sizes) >= 3, sizes
     test_photos = {p.name for p in photos_by_split(photos)["test"]}
-    assert {name for _, _, name in a} <= test_photos
-    assert all(0 <= label < 10 for _, label, _ in a)
+    assert {s.photo for s in a} <= test_photos
+    assert all(0 <= s.label < 10 for s in a)
+    # The box is the object's square: inside the frame, and where the frame differs from the photo.
+    for s in a:
+        top, left, bottom, right = s.box
+        assert 0 <= top < bottom <= s.frame.shape[0] and 0 <= left < right <= s.frame.shape[1]
     fashion = next(iter_scenes("fashion", "train", 1, photos=photos))
     assert fashion[0].ndim == 3 and 0 <= fashion[1] < 10
 
@@ -63,8 +67,9 @@ def test_the_object_is_small_and_visible():
     bg = np.full((600, 800, 3), 200, np.uint8)
     digit = np.zeros((28, 28), np.uint8)
     digit[4:24, 10:18] = 255
-    out = place_object(bg, digit, rng)
+    out, (top, left, bottom, right) = place_object(bg, digit, rng)
     changed = np.argwhere(np.abs(out.astype(int) - bg).sum(-1) > 60)
+    assert (changed.min(0) >= (top, left)).all() and (changed.max(0) < (bottom, right)).all(), "the box holds the object"
     side = changed.max(0) - changed.min(0) + 1
     assert 0.02 * 600 < side.max() <= 0.30 * 600, "10-30% of the shorter side (the stroke's extent within it)"
     assert out[changed[:, 0], changed[:, 1]].mean(-1).min() < 100, "dark on a light photo"

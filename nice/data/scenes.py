@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -43,6 +43,13 @@ SPLIT_SHARE = {"test": 0.2, "val": 0.1}  # of the photos (by a hash of their nam
 # `nice demo --dataset scenes`'s): no random crops (a crop of 35% of the frame loses a 10% object
 # more often than not), a ResNet of width 16 at the 224 px view, 12 epochs.
 TRAINING_OVERRIDES = {"classifier": {"width": 16}, "train_classifier": {"augment": "none", "epochs": 12}}
+
+
+class Scene(NamedTuple):
+    frame: np.ndarray  # (H, W, 3) uint8
+    label: int
+    photo: str  # the background photo's name
+    box: tuple[int, int, int, int]  # the object's square in the frame: (top, left, bottom, right)
 
 
 @dataclass(frozen=True)
@@ -98,9 +105,11 @@ def _background(photo: np.ndarray, width: int, height: int, rng: np.random.Gener
     return np.asarray(img)
 
 
-def place_object(background: np.ndarray, obj: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def place_object(background: np.ndarray, obj: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Blend one 28x28 grey object into the frame: side 10-30% of the shorter side, a colour
-    far from the photo under it (so that it can be read at the view's size), 80-100% opaque."""
+    far from the photo under it (so that it can be read at the view's size), 90-100% opaque.
+    Returns the frame and the object's square (top, left, bottom, right)."""
     h, w = background.shape[:2]
     side = max(4, int(round(min(h, w) * rng.uniform(*OBJECT_SCALE))))
     y = int(rng.integers(0, h - side + 1))
@@ -116,7 +125,7 @@ def place_object(background: np.ndarray, obj: np.ndarray, rng: np.random.Generat
     colour = np.where(under > 127, rng.uniform(0, 90, 3), rng.uniform(165, 255, 3)).astype(np.float32)
     out = background.copy()
     out[y:y + side, x:x + side] = np.clip(region * (1 - alpha) + colour * alpha, 0, 255).round().astype(np.uint8)
-    return out
+    return out, (y, x, y + side, x + side)
 
 
 def _objects(variant: str, split: str, mnist_path: str | Path | None = None):
@@ -133,9 +142,8 @@ def _objects(variant: str, split: str, mnist_path: str | Path | None = None):
 
 def iter_scenes(variant: str, split: str, count: int, seed: int = 0,
                 photos: list[Photo] | None = None, mnist_path: str | Path | None = None,
-                fit: int | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, int, str]]:
-    """Yield (RGB frame uint8, label, background photo name) for scenes start..start+count-1 of a
-    split. `fit`: render each scene directly at the size that fits a `fit`-pixel square (what
+                fit: int | None = None, start: int = 0) -> Iterator[Scene]:
+    """Yield the Scenes start..start+count-1 of a split (frame, label, photo name, object box). `fit`: render each scene directly at the size that fits a `fit`-pixel square (what
     a letterbox view of that side sees of it), ~20x cheaper than the native frame: the same
     draws, so the same scene, only smaller (training on fresh scenes every epoch)."""
     if variant not in VARIANTS:
@@ -151,7 +159,8 @@ def iter_scenes(variant: str, split: str, count: int, seed: int = 0,
         photo = pool[int(rng.integers(len(pool)))]
         frame = _background(photo.pixels, width, height, rng)
         j = int(rng.integers(len(images)))
-        yield place_object(frame, images[j % len(images)], rng), int(labels[j % len(labels)]), photo.name
+        out, box = place_object(frame, images[j % len(images)], rng)
+        yield Scene(out, int(labels[j % len(labels)]), photo.name, box)
 
 
 def class_names(variant: str) -> list[str]:
@@ -165,7 +174,7 @@ def export_folder(variant: str, split: str, count: int, out: str | Path, seed: i
 
     out = Path(out)
     names = class_names(variant)
-    for i, (frame, label, _) in enumerate(iter_scenes(variant, split, count, seed)):
+    for i, (frame, label, _, _) in enumerate(iter_scenes(variant, split, count, seed)):
         target = out / names[label] / f"{i:05d}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(_jpeg(frame))

@@ -49,7 +49,7 @@ def scene_records(name: str, limit: int | None = None, seed: int = 0) -> Iterato
     names, photos = class_names(variant), named_photos()
     for split, default in SCENES_COUNTS.items():
         count = default if limit is None else limit
-        for i, (frame, label, _) in enumerate(iter_scenes(variant, split, count, seed, photos)):
+        for i, (frame, label, _, _) in enumerate(iter_scenes(variant, split, count, seed, photos)):
             cls = names[label]
             yield Record(key=f"{split}/{cls}/{i:05d}.jpg", label=cls, data=_jpeg(frame), split=split)
 

@@ -42,10 +42,11 @@ class LeNet(nn.Module):
 
 class SmallResNet(nn.Module):
     """ResNet-10 built from torchvision's BasicBlock: one block per stage, stage widths
-    (w, 2w, 4w, 8w), a 3x3 stride-2 stem and max-pool, global average pooling (any size).
+    (w, 2w, 4w, 8w), a 3x3 stride-2 stem and max-pool, global average (or max) pooling (any size).
     w = 64 is torchvision's ResNet width; w = 16 costs ~16x fewer FLOPs for bulk compression."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64, stem: str = "conv") -> None:
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64, stem: str = "conv",
+                 pool: str = "avg") -> None:
         super().__init__()
         mean = (0.485, 0.456, 0.406) if in_channels == 3 else (0.5,) * in_channels
         std = (0.229, 0.224, 0.225) if in_channels == 3 else (0.25,) * in_channels
@@ -69,7 +70,8 @@ class SmallResNet(nn.Module):
             layers.append(BasicBlock(cin, w, stride=stride, downsample=down))
             cin = w
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
+        pooling = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(pooling, nn.Flatten(), nn.Linear(cin, num_classes))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -101,7 +103,7 @@ def build_classifier(cfg: ClassifierConfig) -> nn.Module:
     if cfg.arch == "lenet":
         return LeNet(cfg.in_channels, cfg.num_classes)
     if cfg.arch == "resnet":
-        return SmallResNet(cfg.in_channels, cfg.num_classes, cfg.width, cfg.stem)
+        return SmallResNet(cfg.in_channels, cfg.num_classes, cfg.width, cfg.stem, cfg.pool)
     if cfg.arch in TORCHVISION_ARCHS:
         return TorchvisionClassifier(cfg.arch, cfg.in_channels, cfg.num_classes)
     raise ValueError(f"unknown classifier arch {cfg.arch!r}; expected one of {', '.join(CLASSIFIER_ARCHS)}")
