@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nice.checkpoint import save_checkpoint
+from nice.checkpoint import load_classifier, save_checkpoint
 from nice.config import NiceConfig, colour_default
 from nice.data.arrays import make_loader
 from nice.data.scenes import iter_scenes
@@ -132,6 +132,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--init", help="a scenes classifier checkpoint to go on training (longer schedules)")
     a = p.parse_args()
 
     torch.manual_seed(a.seed)
@@ -140,7 +141,13 @@ def main() -> None:
     t0 = time.time()
     x, y, boxes = render(a.variant, a.train_views, a.view, a.seed, a.workers)
     rendered = time.time() - t0
-    model = build_classifier(cfg.classifier).to(memory_format=torch.channels_last)
+    model = build_classifier(cfg.classifier)
+    if a.init:
+        start, start_cfg, _ = load_classifier(a.init)
+        if start_cfg.classifier != cfg.classifier:
+            raise SystemExit(f"--init {a.init}: another classifier ({start_cfg.classifier})")
+        model.load_state_dict(start.state_dict())
+    model = model.to(memory_format=torch.channels_last)
     stages = {}
     t1 = time.time()
     stages["crop_loss"] = train_stage(model, x, y, boxes, a.crop, a.crop_steps, a.lr, a.batch, a.seed, "crops")
