@@ -143,8 +143,9 @@ def _objects(variant: str, split: str, mnist_path: str | Path | None = None):
 def iter_scenes(variant: str, split: str, count: int, seed: int = 0,
                 photos: list[Photo] | None = None, mnist_path: str | Path | None = None,
                 fit: int | None = None, start: int = 0) -> Iterator[Scene]:
-    """Yield the Scenes start..start+count-1 of a split (frame, label, photo name, object box). `fit`: render each scene directly at the size that fits a `fit`-pixel square (what
-    a letterbox view of that side sees of it), ~20x cheaper than the native frame: the same
+    """Yield the Scenes start..start+count-1 of a split (frame, label, photo name, object box).
+    `fit`: render each scene directly at the size that fits a `fit`-pixel square (what a
+    letterbox view of that side sees of it), ~20x cheaper than the native frame: the same
     draws, so the same scene, only smaller (training on fresh scenes every epoch)."""
     if variant not in VARIANTS:
         raise ValueError(f"scenes variant must be one of {sorted(VARIANTS)}, got {variant!r}")

@@ -70,6 +70,8 @@ class SmallResNet(nn.Module):
             layers.append(BasicBlock(cin, w, stride=stride, downsample=down))
             cin = w
         self.features = nn.Sequential(*layers)
+        if pool not in ("avg", "max"):
+            raise ValueError(f"unknown resnet pool {pool!r}; expected avg or max")
         pooling = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(pooling, nn.Flatten(), nn.Linear(cin, num_classes))
         for m in self.modules():
