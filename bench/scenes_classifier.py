@@ -32,12 +32,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nice.checkpoint import load_classifier, save_checkpoint
-from nice.config import NiceConfig, colour_default
+from nice.config import ClassifierConfig, NiceConfig, colour_default
 from nice.data.arrays import make_loader
 from nice.data.scenes import iter_scenes
 from nice.ingest import DatasetArtifact
 from nice.models import build_classifier
-from nice.training.common import predict
+from nice.training.common import accuracy
 from nice.view import View
 
 
@@ -47,10 +47,11 @@ def config(width: int, view: int) -> NiceConfig:
         "in_channels": 3, "num_classes": 10}})
 
 
-def _render(job: tuple[str, int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render(job: tuple[str, int, int, ClassifierConfig, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Views (N,S,S,3), labels and object boxes in view pixels for train scenes start..start+n."""
-    variant, start, n, size, seed = job
-    view = View(config(16, size).classifier)
+    variant, start, n, classifier, seed = job
+    view = View(classifier)
+    size = view.size
     xs = np.empty((n, size, size, 3), np.uint8)
     ys = np.empty(n, np.int64)
     boxes = np.empty((n, 4), np.int64)
@@ -61,9 +62,9 @@ def _render(job: tuple[str, int, int, int, int]) -> tuple[np.ndarray, np.ndarray
     return xs, ys, boxes
 
 
-def render(variant: str, count: int, size: int, seed: int, workers: int) -> tuple[np.ndarray, ...]:
+def render(variant: str, count: int, classifier: ClassifierConfig, seed: int, workers: int) -> tuple[np.ndarray, ...]:
     chunk = 2000
-    jobs = [(variant, s, min(chunk, count - s), size, seed) for s in range(0, count, chunk)]
+    jobs = [(variant, s, min(chunk, count - s), classifier, seed) for s in range(0, count, chunk)]
     with mp.get_context("spawn").Pool(workers) as pool:
         parts = list(tqdm(pool.imap(_render, jobs), total=len(jobs), desc="render train views", unit="chunk"))
     return tuple(np.concatenate(p) for p in zip(*parts))
@@ -110,10 +111,9 @@ def train_stage(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, boxes: np.
     return running
 
 
-def accuracy(model: torch.nn.Module, dataset: str, split: str, view: View) -> float:
-    data = DatasetArtifact.open(dataset).dataset(split, view=view)
-    preds, labels = predict(model, make_loader(data, 128, False), torch.device("cpu"))
-    return (preds == labels).float().mean().item()
+def split_accuracy(model: torch.nn.Module, art: DatasetArtifact, split: str, view: View) -> float:
+    """On the artifact's native-size frames, through the classifier's view."""
+    return accuracy(model, make_loader(art.dataset(split, view=view), 128, False), torch.device("cpu"))
 
 
 def main() -> None:
@@ -138,8 +138,9 @@ def main() -> None:
     torch.manual_seed(a.seed)
     cfg = config(a.width, a.view)
     view = View(cfg.classifier)
+    art = DatasetArtifact.open(a.dataset)
     t0 = time.time()
-    x, y, boxes = render(a.variant, a.train_views, a.view, a.seed, a.workers)
+    x, y, boxes = render(a.variant, a.train_views, cfg.classifier, a.seed, a.workers)
     rendered = time.time() - t0
     model = build_classifier(cfg.classifier)
     if a.init:
@@ -152,16 +153,15 @@ def main() -> None:
     t1 = time.time()
     stages["crop_loss"] = train_stage(model, x, y, boxes, a.crop, a.crop_steps, a.lr, a.batch, a.seed, "crops")
     stages["crop_seconds"] = time.time() - t1
-    stages["view_accuracy_after_crops"] = accuracy(model, a.dataset, "val", view)
+    stages["view_accuracy_after_crops"] = split_accuracy(model, art, "val", view)
     t2 = time.time()
     stages["view_loss"] = train_stage(model, x, y, boxes, 0, a.view_steps, a.view_lr, a.batch, a.seed + 1, "views")
     stages["view_seconds"] = time.time() - t2
-    metrics = {"val_accuracy": accuracy(model, a.dataset, "val", view),
-               "test_accuracy": accuracy(model, a.dataset, "test", view),
+    metrics = {"val_accuracy": split_accuracy(model, art, "val", view),
+               "test_accuracy": split_accuracy(model, art, "test", view),
                "render_seconds": rendered, **stages, "recipe": vars(a)}
-    names = DatasetArtifact.open(a.dataset).class_names
     save_checkpoint(a.out, "classifier", model, cfg, {**{k: v for k, v in metrics.items() if k != "recipe"},
-                                                      "class_names": names})
+                                                      "class_names": art.class_names})
     print(json.dumps(metrics, indent=2))
     Path(a.out).with_suffix(".json").write_text(json.dumps(metrics, indent=2) + "\n")
 

@@ -22,6 +22,7 @@ VIEW_POLICIES = ("letterbox", "resize", "center_crop")
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",
                      "efficientnet_b0", "convnext_tiny")
 CLASSIFIER_ARCHS = ("lenet", "resnet", *TORCHVISION_ARCHS)
+RESNET_POOLS = ("avg", "max")
 
 
 @dataclass
@@ -67,8 +68,8 @@ class ClassifierConfig:
     pool: str = "avg"
 
     def __post_init__(self) -> None:
-        if self.pool not in ("avg", "max"):
-            raise ValueError(f"classifier.pool must be avg or max, got {self.pool!r}")
+        if self.pool not in RESNET_POOLS:
+            raise ValueError(f"classifier.pool must be one of {RESNET_POOLS}, got {self.pool!r}")
 
 
 @dataclass

@@ -156,7 +156,7 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
     from nice.models import build_classifier
     from nice.models.classifiers import load_user_weights
     from nice.training.classifier import train_classifier
-    from nice.training.common import predict
+    from nice.training.common import accuracy
     from nice.view import Augment, View
 
     ctx = ctx or StepContext()
@@ -185,10 +185,8 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
         if dataset not in BUILTIN:
             # Artifacts validate on `val` during training; report the held-out test split too.
             test = DatasetArtifact.open(dataset).dataset("test", view=view)
-            preds, labels = predict(res.model, make_loader(test, 512, False),
-                                    torch.device("cpu"))
             final = {"val_accuracy": final.pop("test_accuracy"), **final,
-                     "test_accuracy": (preds == labels).float().mean().item()}
+                     "test_accuracy": accuracy(res.model, make_loader(test, 512, False), torch.device("cpu"))}
         save_checkpoint(out, "classifier", res.model, cfg, {**final, "class_names": names})
         ctx.log_metrics(final)
         version = None

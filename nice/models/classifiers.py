@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from nice.config import CLASSIFIER_ARCHS, TORCHVISION_ARCHS, ClassifierConfig
+from nice.config import CLASSIFIER_ARCHS, RESNET_POOLS, TORCHVISION_ARCHS, ClassifierConfig
 
 
 class Normalize(nn.Module):
@@ -70,8 +70,8 @@ class SmallResNet(nn.Module):
             layers.append(BasicBlock(cin, w, stride=stride, downsample=down))
             cin = w
         self.features = nn.Sequential(*layers)
-        if pool not in ("avg", "max"):
-            raise ValueError(f"unknown resnet pool {pool!r}; expected avg or max")
+        if pool not in RESNET_POOLS:
+            raise ValueError(f"unknown resnet pool {pool!r}; expected one of {RESNET_POOLS}")
         pooling = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(pooling, nn.Flatten(), nn.Linear(cin, num_classes))
         for m in self.modules():

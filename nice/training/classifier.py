@@ -15,7 +15,7 @@ from nice.config import NiceConfig
 from nice.data.arrays import make_loader
 from nice.device import pick_device, seed_everything
 from nice.models import build_classifier
-from nice.training.common import EpochCallback, TrainResult, autocast, cpu_memory_format, predict
+from nice.training.common import EpochCallback, TrainResult, accuracy, autocast, cpu_memory_format
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,7 @@ def train_classifier(cfg: NiceConfig, train: Dataset, test: Dataset,
     train_loader = make_loader(train, tc.batch_size, shuffle=True, seed=tc.seed)
     test_loader = make_loader(test, 512, shuffle=False)
     if tc.epochs <= 0:
-        preds, labels = predict(model, test_loader, device)
-        final = {"test_accuracy": (preds == labels).float().mean().item()}
+        final = {"test_accuracy": accuracy(model, test_loader, device)}
         return TrainResult(model=model.eval().cpu(), history=[], final=final)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, epochs=tc.epochs,
@@ -57,8 +56,7 @@ def train_classifier(cfg: NiceConfig, train: Dataset, test: Dataset,
             total += loss.item() * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.4f}")
-        preds, labels = predict(model, test_loader, device)
-        metrics = {"train_loss": total / seen, "test_accuracy": (preds == labels).float().mean().item()}
+        metrics = {"train_loss": total / seen, "test_accuracy": accuracy(model, test_loader, device)}
         history.append(metrics)
         log.info("classifier epoch %d: %s", epoch + 1, metrics)
         if progress:

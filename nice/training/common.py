@@ -33,6 +33,12 @@ class TrainResult:
     final: dict[str, Any] = field(default_factory=dict)
 
 
+def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    """Top-1 accuracy over a loader."""
+    preds, labels = predict(model, loader, device)
+    return (preds == labels).float().mean().item()
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device,
             transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
