@@ -34,7 +34,7 @@ from tqdm import tqdm
 from nice.checkpoint import load_classifier, save_checkpoint
 from nice.config import ClassifierConfig, NiceConfig, colour_default
 from nice.data.arrays import make_loader
-from nice.data.scenes import Photo, iter_scenes, named_photos, photos_by_split
+from nice.data.scenes import Photo, class_names, iter_scenes, named_photos, photos_by_split
 from nice.ingest import DatasetArtifact
 from nice.models import build_classifier
 from nice.training.common import accuracy
@@ -202,6 +202,9 @@ def main() -> None:
     art = DatasetArtifact.open(a.dataset)
     t0 = time.time()
     x, y, boxes = render(a.variant, a.train_views, cfg.classifier, a.seed, a.workers, a.backgrounds)
+    # The artifact's classes are its folders' names, sorted; the scenes' labels are the source's
+    # order (the same for digits, not for Fashion-MNIST): train in the artifact's order.
+    y = np.asarray([art.class_names.index(name) for name in class_names(a.variant)])[y]
     rendered = time.time() - t0
     model = build_classifier(cfg.classifier)
     if a.init:
