@@ -4,7 +4,7 @@
 # the scenes classifier with bench/scenes_classifier.py (object crops, then whole views, max-pooled
 # ResNet: `nice train-classifier` from scratch stays at chance on this set, docs/results.md "Scenes")
 # and the mask generator with the colour defaults, then runs `nice evaluate` on 500 test frames at
-# native size. About 2 hours on 2 CPU cores. Outputs under $NICE_HOME/eval/scenes[-fashion]/.
+# native size. About 3 hours on 2 CPU cores. Outputs under $NICE_HOME/eval/scenes[-fashion]/.
 set -euo pipefail
 NICE=${NICE:-.venv/bin/nice}
 PY=${PY:-.venv/bin/python}
@@ -17,7 +17,7 @@ for ds in $VARIANTS; do
   [ -f "$dir/dataset/manifest.json" ] || $NICE ingest "$ds" --out "$dir/dataset"
   variant=digits; [ "$ds" = scenes ] || variant=fashion
   [ -f "$dir/classifier.pt" ] || PYTHONPATH=. $PY bench/scenes_classifier.py --dataset "$dir/dataset" \
-    --variant "$variant" --view-steps 1500 --out "$dir/classifier.pt"
+    --variant "$variant" --out "$dir/classifier.pt"
   [ "$ds" = scenes ] || continue  # the fashion variant: classifier accuracy only
   [ -f "$dir/model/nice.json" ] || $NICE train-mask-generator --dataset "$dir/dataset" --classifier "$dir/classifier.pt" \
     --out "$dir/model"
