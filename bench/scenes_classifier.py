@@ -25,10 +25,12 @@ the best measured recipe (docs/results.md "Scenes"): a 320 px view, 80 px crops,
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing as mp
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +43,7 @@ from nice.data.arrays import make_loader
 from nice.data.scenes import Photo, class_names, iter_scenes, named_photos, photos_by_split
 from nice.ingest import DatasetArtifact
 from nice.models import build_classifier
-from nice.training.common import accuracy
+from nice.training.common import accuracy, predict
 from nice.view import View
 
 
@@ -60,6 +62,7 @@ ORIENTATIONS = (lambda a: a, np.fliplr, np.flipud, lambda a: np.rot90(a, 2),
 CHANNEL_ORDERS = ((0, 1, 2), (2, 1, 0), (1, 2, 0))
 
 
+@functools.cache  # built once per render process
 def backgrounds(kind: str) -> list[Photo] | None:
     """The train backgrounds: None (the split's photos as they are) or their 24 variants each;
     a variant keeps its photo's name, hence its split."""
@@ -78,21 +81,12 @@ def _render(job: tuple[str, int, int, ClassifierConfig, int, str]) -> tuple[int,
     xs = np.empty((n, size, size, 3), np.uint8)
     ys = np.empty(n, np.int64)
     boxes = np.empty((n, 4), np.int64)
-    scenes = iter_scenes(variant, "train", n, seed, photos=_worker_backgrounds(kind), fit=size, start=start)
+    scenes = iter_scenes(variant, "train", n, seed, photos=backgrounds(kind), fit=size, start=start)
     for k, scene in enumerate(scenes):
         g = view.geometry(*scene.frame.shape[:2])
         xs[k], ys[k] = view.apply(scene.frame), scene.label
         boxes[k] = np.asarray(scene.box) + np.tile(g.offset, 2)  # fit-size frame: only the letterbox offset
     return start, xs, ys, boxes
-
-
-_BACKGROUNDS: dict[str, list[Photo] | None] = {}
-
-
-def _worker_backgrounds(kind: str) -> list[Photo] | None:
-    if kind not in _BACKGROUNDS:  # once per render process
-        _BACKGROUNDS[kind] = backgrounds(kind)
-    return _BACKGROUNDS[kind]
 
 
 def render(variant: str, count: int, classifier: ClassifierConfig, seed: int, workers: int,
@@ -158,22 +152,18 @@ def split_accuracy(model: torch.nn.Module, art: DatasetArtifact, split: str, vie
 
 
 def split_breakdown(model: torch.nn.Module, art: DatasetArtifact, split: str, view: View,
-                    variant: str, seed: int) -> dict[str, dict[str, float]]:
-    """Accuracy per background photo and per object side in view pixels (the scenes are
-    regenerated from the seed, the artifact's frames are what is classified)."""
-    model.eval()
-    preds, labels = [], []
-    with torch.no_grad():
-        for xb, yb in make_loader(art.dataset(split, view=view), 128, False):
-            preds.append(model(xb).argmax(1).numpy())
-            labels.append(yb.numpy())
-    right = np.concatenate(preds) == np.concatenate(labels)
+                    variant: str, seed: int) -> dict[str, Any]:
+    """Accuracy, and accuracy per background photo and per object side in view pixels (the
+    scenes are regenerated from the seed, the artifact's frames are what is classified)."""
+    preds, labels = predict(model, make_loader(art.dataset(split, view=view), 128, False), torch.device("cpu"))
+    right = (preds == labels).numpy()
     scenes = list(iter_scenes(variant, split, len(right), seed))
     side = np.array([(s.box[2] - s.box[0]) * view.size / max(s.frame.shape[:2]) for s in scenes])
     photos = np.array([s.photo for s in scenes])
     by_size = {f"{lo}-{hi}px": float(right[(side >= lo) & (side < hi)].mean())
                for lo, hi in ((0, 16), (16, 24), (24, 32), (32, 48), (48, 10_000)) if ((side >= lo) & (side < hi)).any()}
-    return {"by_photo": {p: float(right[photos == p].mean()) for p in sorted(set(photos))}, "by_object_side": by_size}
+    return {"accuracy": float(right.mean()), "by_photo": {p: float(right[photos == p].mean()) for p in sorted(set(photos))},
+            "by_object_side": by_size}
 
 
 def main() -> None:
@@ -226,12 +216,13 @@ def main() -> None:
     if a.view_steps:
         stages["view_loss"] = train_stage(model, x, y, boxes, 0, a.view_steps, a.view_lr, a.batch, a.seed + 1, "views")
     stages["view_seconds"] = time.time() - t2
-    metrics = {"val_accuracy": split_accuracy(model, art, "val", view),
-               "test_accuracy": split_accuracy(model, art, "test", view),
+    # One pass over each split's native frames gives its accuracy and its breakdown.
+    breakdown = {split: split_breakdown(model, art, split, view, a.variant, int(art.manifest["seed"]))
+                 for split in ("val", "test")}
+    metrics = {"val_accuracy": breakdown["val"].pop("accuracy"), "test_accuracy": breakdown["test"].pop("accuracy"),
                "render_seconds": rendered, **stages}
     save_checkpoint(a.out, "classifier", model, cfg, {**metrics, "class_names": art.class_names})
-    metrics.update({f"{split}_breakdown": split_breakdown(model, art, split, view, a.variant, int(art.manifest["seed"]))
-                    for split in ("val", "test")})
+    metrics.update({f"{split}_breakdown": b for split, b in breakdown.items()})
     metrics["recipe"] = vars(a)
     print(json.dumps(metrics, indent=2))
     Path(a.out).with_suffix(".json").write_text(json.dumps(metrics, indent=2) + "\n")
