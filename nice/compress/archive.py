@@ -266,8 +266,12 @@ class ArchiveRun:
         self.exclude = _inside(src, dst)
         self.config_hash = self.cfg.hash()
         self.lineage = model.lineage()  # which model makes this run's outputs (nice.lineage)
-        # Provisional without an explicit id: the id is decided again once the lease is held.
-        self._set_run_id(self.opts.run_id or self._resumable_run() or _new_run_id())
+        # Provisional without an explicit id: a resumed id is decided again once the lease is
+        # held; a new one is kept, so the lease names the run's real id from its first write
+        # (a run refused in between would otherwise name an id that never exists).
+        resumable = None if self.opts.run_id else self._resumable_run()
+        self._new_id = not self.opts.run_id and resumable is None
+        self._set_run_id(self.opts.run_id or resumable or _new_run_id())
         self.class_names = self.opts.class_names or model.class_names
         self._compressor: Compressor | None = None
         self.index: dict[str, dict[str, Any]] = {}  # index rows of the shard being processed
@@ -323,7 +327,8 @@ class ArchiveRun:
         lease.acquire(wait=self.opts.wait, join=joined, on_wait=self._waiting)
         self.lease = lease
         if not joined:
-            self._set_run_id(self._resumable_run() or _new_run_id())
+            fresh, self._new_id = self._new_id, False  # the provisional new id serves one run
+            self._set_run_id(self._resumable_run() or (self.run_id if fresh else _new_run_id()))
             lease.set_run(self.run_id)
         lease.start_renewing()
         failed = False
