@@ -31,3 +31,18 @@ def test_digit_is_blended_as_absolute_difference():
     digit[0, 10:18, 10:18] = 255
     out = composite(digit, [photo], 28, train=True, rng=np.random.default_rng(0))[0]
     assert out[14, 14].tolist() == [155, 155, 155] and out[0, 0].tolist() == [100, 100, 100]
+
+
+def test_composites_do_not_depend_on_opencv_doc_being_installed(tmp_path, monkeypatch):
+    """The same ingest on a machine with Debian's opencv-doc photos (the scenes source's extra
+    backgrounds) gives the same mnist-m images: its photos come from the pinned packages only."""
+    import nice.data.mnistm as mnistm
+    from PIL import Image
+
+    before, _, _ = make_mnistm("test", 32, limit=40, seed=0)
+    noise = np.random.default_rng(0).integers(0, 256, (400, 500, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "extra.jpg")
+    monkeypatch.setattr(mnistm, "OPENCV_DIR", tmp_path)
+    assert "opencv:extra" in [name for name, _ in mnistm.offline_photos()]  # scenes would use it
+    after, _, _ = make_mnistm("test", 32, limit=40, seed=0)
+    assert np.array_equal(before, after)

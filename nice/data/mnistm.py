@@ -1,8 +1,10 @@
 """MNIST-M-style colour composites (Ganin & Lempitsky 2015): each MNIST digit blended into a
 random crop of a real photograph, `out = |crop - digit|` per channel, at any size.
 
-Photos come from what ships offline: scikit-image's bundled images, scikit-learn's
-`load_sample_images` when installed, and Debian's `opencv-doc` example photos when present.
+Photos come from the pinned Python packages only (scikit-image's bundled images and
+scikit-learn's `load_sample_images`), so an ingest gives the same bytes and content hash on
+every machine: Debian's `opencv-doc` photos, which the scenes source adds when installed,
+would otherwise change the set (and every composite) with what the machine happens to have.
 Train and test crops come from disjoint regions of every photo (the top 70% of its rows for
 train, the rest for test), so no test pixel was ever seen in training. Deterministic for a seed.
 """
@@ -23,9 +25,11 @@ OPENCV_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
 TRAIN_FRACTION = 0.7  # of each photo's rows
 
 
-def offline_photos(exclude: frozenset[str] = frozenset()) -> Iterator[tuple[str, np.ndarray]]:
+def offline_photos(exclude: frozenset[str] = frozenset(),
+                   opencv: bool = True) -> Iterator[tuple[str, np.ndarray]]:
     """(name, RGB uint8 array) of every offline photo we can find, in a fixed order:
-    scikit-image's, scikit-learn's samples, then Debian's opencv-doc (minus `exclude`, by stem)."""
+    scikit-image's, scikit-learn's samples, then (`opencv`) Debian's opencv-doc when installed
+    (minus `exclude`, by stem)."""
     try:
         import skimage.data
 
@@ -44,7 +48,7 @@ def offline_photos(exclude: frozenset[str] = frozenset()) -> Iterator[tuple[str,
             yield f"sklearn:{Path(fname).stem}", np.asarray(img)
     except ImportError:
         pass
-    if OPENCV_DIR.is_dir():
+    if opencv and OPENCV_DIR.is_dir():
         for p in sorted(OPENCV_DIR.glob("*.jpg")) + sorted(OPENCV_DIR.glob("*.png")):
             if p.stem in exclude:
                 continue
@@ -61,8 +65,9 @@ def is_colour_photo(pixels: np.ndarray, min_side: int) -> bool:
 
 
 def load_photos(min_side: int = 256) -> list[np.ndarray]:
-    """Every offline colour photo we can find, as RGB uint8 arrays (at least min_side pixels)."""
-    photos = [p for _, p in offline_photos() if is_colour_photo(p, min_side)]
+    """mnist-m's backgrounds: the pinned packages' colour photos (at least min_side pixels),
+    as RGB uint8 arrays; never opencv-doc's (see the module docstring)."""
+    photos = [p for _, p in offline_photos(opencv=False) if is_colour_photo(p, min_side)]
     if not photos:
         raise RuntimeError("no offline photos found: install scikit-image (pinned in requirements.txt)")
     return photos
