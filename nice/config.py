@@ -127,6 +127,11 @@ class MaskTrainConfig:
     rank_weight: float = 1.0  # MNIST: -9% stored bytes with the stored fine-tune (docs/results.md)
     rank_keep: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
     rank_temperature: float = 1.0  # of the sigmoid relaxation around the cut-off (log-alpha units)
+    # Distillation of a teacher ranking (issue 20's lever; 0 = off): the BCE of the generator's
+    # relaxed top-k against a teacher's exact top-k at the same keep fraction (drawn from
+    # `rank_keep`), the teacher's scores computed once per training image and served with it
+    # (a dataset of (x, y, teacher) items; `nice.training.teacher`).
+    teacher_weight: float = 0.0
     # The background the generator trains against; "" = the one stored (`mixing.mode`). Colour
     # models train against `lowres` and store `mean`: against a flat background the frozen
     # classifier is lost at first (KL ~3 with half the gates open) and the L0 term shuts every

@@ -95,12 +95,18 @@ def relaxed_topk(scores: torch.Tensor, keep: torch.Tensor, temperature: float = 
     each image's threshold t, so cells near the cut-off learn whether they belong in."""
     n, h, w = scores.shape
     hard = topk_mask(scores.detach(), keep)
-    flat = scores.detach().reshape(n, -1)
-    srt = flat.sort(dim=1, descending=True).values
-    k = (keep.float() * (h * w)).round().clamp(1, h * w - 1).long()
-    t = 0.5 * (srt.gather(1, (k - 1)[:, None]) + srt.gather(1, k[:, None]))  # between k-th and k+1-th
+    t = topk_threshold(scores.detach(), keep)
     soft = torch.sigmoid((scores.reshape(n, -1) - t) / temperature).reshape(n, 1, h, w)
     return hard + (soft - soft.detach())  # exactly `hard` in the forward pass
+
+
+def topk_threshold(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """(N,1) cut-offs of scores (N,h,w): between each image's k-th and k+1-th score, k its
+    `keep` fraction of the blocks (at least one kept and one dropped)."""
+    n, h, w = scores.shape
+    srt = scores.reshape(n, -1).sort(dim=1, descending=True).values
+    k = (keep.float() * (h * w)).round().clamp(1, h * w - 1).long()
+    return 0.5 * (srt.gather(1, (k - 1)[:, None]) + srt.gather(1, k[:, None]))
 
 
 def topk_mask(scores: torch.Tensor, keep: torch.Tensor | float) -> torch.Tensor:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nice.gates import HardConcrete
+from nice.gates import HardConcrete, topk_mask, topk_threshold
 
 
 def total_variation(p: torch.Tensor) -> torch.Tensor:
@@ -54,3 +54,16 @@ class NiceLoss:
         tv = total_variation(p_open) if mu > 0 else zero
         sat = F.relu(la - self.log_alpha_max).pow(2).mean() if eta > 0 else zero
         return LossParts(total=task + lam * l0 + mu * tv + eta * sat, task=task, l0=l0, tv=tv, saturation=sat)
+
+
+def topk_distillation(scores: torch.Tensor, teacher: torch.Tensor, keep: torch.Tensor,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """Distil a teacher's ranking (issue 20's lever): at each image's keep fraction, the BCE of
+    the student's relaxed membership of its own top-k, sigmoid((s - t) / temperature) around its
+    cut-off t, against the teacher's exact top-k. Trains the blocks the search would keep to be
+    the teacher's, at the levels the search and the preservation metrics use."""
+    n = len(scores)
+    flat = scores.reshape(n, -1)
+    t = topk_threshold(scores.detach(), keep)
+    target = topk_mask(teacher, keep).reshape(n, -1)
+    return F.binary_cross_entropy_with_logits((flat - t) / temperature, target)

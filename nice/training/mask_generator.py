@@ -15,7 +15,7 @@ from nice.config import MixingConfig, NiceConfig
 from nice.data.arrays import make_loader
 from nice.device import pick_device, seed_everything
 from nice.gates import HardConcrete, rank_scores, rank_window, relaxed_topk, upsample_gates
-from nice.losses import NiceLoss, kl_to_source
+from nice.losses import NiceLoss, kl_to_source, topk_distillation
 from nice.mixing import make_mixer
 from nice.models import build_generator
 from nice.training.common import EpochCallback, TrainResult, autocast, cpu_memory_format
@@ -93,11 +93,16 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     step = 0
     for epoch in range(mc.epochs):
         generator.train()
-        sums = {"loss": 0.0, "task": 0.0, "l0": 0.0, "tv": 0.0, "rank": 0.0}
+        sums = {"loss": 0.0, "task": 0.0, "l0": 0.0, "tv": 0.0, "rank": 0.0, "teacher": 0.0}
         seen = 0
         bar = tqdm(train_loader, desc=f"mask generator epoch {epoch + 1}/{mc.epochs}",
                    disable=not progress, unit="batch", leave=False)
-        for x, y in bar:
+        for batch in bar:
+            x, y = batch[0], batch[1]
+            teacher = batch[2] if len(batch) > 2 else None
+            if mc.teacher_weight > 0 and teacher is None:
+                raise ValueError("train_generator.teacher_weight > 0 needs a training set of (x, y, teacher) "
+                                 "items (nice.training.teacher.with_teacher)")
             x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
             with torch.no_grad():
                 if mc.target == "label":
@@ -115,13 +120,18 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
                     z = z + (hard - z).detach()
                 logits = classifier(mixer(x, z))
             parts = objective(logits, target, log_alpha, lam, mc.mu, mc.eta)
-            total, rank = parts.total, parts.total.new_zeros(())
-            if mc.rank_weight > 0:
+            total, rank, distilled = parts.total, parts.total.new_zeros(()), parts.total.new_zeros(())
+            if mc.rank_weight > 0 or mc.teacher_weight > 0:
                 keep = rank_keep[torch.randint(len(rank_keep), (len(x),))].to(device)
-                z_top = relaxed_topk(rank_scores(log_alpha.float()[:, 0], window), keep, mc.rank_temperature)
+                ranked = rank_scores(log_alpha.float()[:, 0], window)  # what the search cuts
+            if mc.rank_weight > 0:
+                z_top = relaxed_topk(ranked, keep, mc.rank_temperature)
                 with autocast(device, mc.amp):
                     rank = objective.task_fn(classifier(mixer(x, z_top)).float(), target)
                 total = total + mc.rank_weight * rank
+            if mc.teacher_weight > 0:
+                distilled = topk_distillation(ranked, teacher.to(device).float(), keep, mc.rank_temperature)
+                total = total + mc.teacher_weight * distilled
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
@@ -129,7 +139,8 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
             step += 1
             b = len(y)
             seen += b
-            for key, val_ in (("loss", total), ("task", parts.task), ("l0", parts.l0), ("tv", parts.tv), ("rank", rank)):
+            for key, val_ in (("loss", total), ("task", parts.task), ("l0", parts.l0), ("tv", parts.tv), ("rank", rank),
+                              ("teacher", distilled)):
                 sums[key] += val_.item() * b
             bar.set_postfix(task=f"{sums['task'] / seen:.3f}", l0=f"{sums['l0'] / seen:.3f}")
         metrics = {f"train_{k}": v / seen for k, v in sums.items()}
