@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--rank-weight", type=float, default=None)
     ap.add_argument("--rank-keep", type=float, nargs="+", default=None)
     ap.add_argument("--lam", type=float, default=None)
+    ap.add_argument("--rank-smooth-px", type=int, default=None,
+                    help="search.rank_smooth_px of the new model: what the rank loss, the distillation and its search cut")
     ap.add_argument("--teacher", choices=TEACHERS, default=None, help="distil this ranking into the generator")
     ap.add_argument("--teacher-weight", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -68,9 +70,12 @@ def main() -> None:
         tg["lam"] = args.lam
     if args.teacher:
         tg["teacher_weight"] = args.teacher_weight
-    cfg = model.config.with_overrides({"train_generator": tg})
+    over: dict[str, dict] = {"train_generator": tg}
+    if args.rank_smooth_px is not None:
+        over["search"] = {"rank_smooth_px": args.rank_smooth_px}
+    cfg = model.config.with_overrides(over)
     train, val, names, _ = training_data(args.dataset, limit=args.limit or None, view=View.of(cfg.classifier))
-    report: dict[str, object] = {"out": str(Path(args.out)), "train_generator": tg}
+    report: dict[str, object] = {"out": str(Path(args.out)), **over}
     if args.teacher:
         t0 = time.perf_counter()
         train = WithTeacher(train, teacher_scores(model, train, args.teacher))
