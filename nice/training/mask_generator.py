@@ -102,7 +102,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
             teacher = batch[2] if len(batch) > 2 else None
             if mc.teacher_weight > 0 and teacher is None:
                 raise ValueError("train_generator.teacher_weight > 0 needs a training set of (x, y, teacher) "
-                                 "items (nice.training.teacher.with_teacher)")
+                                 "items (nice.training.teacher.WithTeacher)")
             x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
             with torch.no_grad():
                 if mc.target == "label":
