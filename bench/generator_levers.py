@@ -86,7 +86,7 @@ def main() -> None:
     report["final"] = res.final
     if args.measure:
         report["baseline"] = measure(model, args.dataset, args.measure)
-        report["lever"] = measure(NiceModel.load(args.out), args.dataset, args.measure)
+        report["lever"] = measure(out, args.dataset, args.measure)
     print(json.dumps(report, indent=1, default=str))
 
 

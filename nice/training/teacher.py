@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from nice.classify import Classify
 from nice.evaluate.attributions import LEARNED, attribute
 from nice.mixing import background
 
@@ -37,12 +38,11 @@ def teacher_scores(model: Any, data: Dataset, method: str, batch: int = 256,
     classifier's own prediction against the model's stored background, as the evaluation does."""
     if method not in TEACHERS:
         raise ValueError(f"teacher must be one of {TEACHERS}, got {method!r}")
-    clf = model.classifier.eval()
+    clf = Classify(model.classifier)  # the one classifier wrapper: the prediction the evaluation explains
     out = []
     loader = DataLoader(data, batch_size=batch, shuffle=False, num_workers=0)
     for items in tqdm(loader, desc=f"{method} teacher", unit="batch", disable=not progress):
         x = items[0].float()  # training datasets serve [0, 1] floats
-        with torch.no_grad():
-            target = clf(x).argmax(1)
+        target = clf.probs(x).argmax(1)
         out.append(attribute(method, model, x, target, background(x, model.config.mixing)).scores)
     return torch.cat(out)
