@@ -8,6 +8,8 @@ deletion/insertion AUC on the stored background, and the bytes ratio of the per-
       --rank-keep 0.05 0.1 0.2 --epochs 1 --limit 20000
   python bench/generator_levers.py --model M --dataset mnist --out OUT \
       --teacher integrated_gradients --teacher-weight 1 --limit 20000 --measure 1000
+  python bench/generator_levers.py --model M --dataset mnist --out OUT --rank-smooth-px 1 \
+      --mu 1 --limit 20000 --measure 1000
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def main() -> None:
     ap.add_argument("--rank-weight", type=float, default=None)
     ap.add_argument("--rank-keep", type=float, nargs="+", default=None)
     ap.add_argument("--lam", type=float, default=None)
+    ap.add_argument("--mu", type=float, default=None, help="compactness: the TV weight on the gate probabilities")
     ap.add_argument("--rank-smooth-px", type=int, default=None,
                     help="search.rank_smooth_px of the new model: what the rank loss, the distillation and its search cut")
     ap.add_argument("--teacher", choices=TEACHERS, default=None, help="distil this ranking into the generator")
@@ -68,6 +71,8 @@ def main() -> None:
         tg["rank_keep"] = tuple(args.rank_keep)
     if args.lam is not None:
         tg["lam"] = args.lam
+    if args.mu is not None:
+        tg["mu"] = args.mu
     if args.teacher:
         tg["teacher_weight"] = args.teacher_weight
     over: dict[str, dict] = {"train_generator": tg}

@@ -3,7 +3,8 @@
 `make test-fast` sets NICE_TEST_CACHE: the trained test models are then kept there, keyed by
 a hash of the library code they were trained with (every `nice` module imported below, i.e.
 the training code's whole import closure), this file and torch's version, so the inner loop
-retrains only after that code changes. `make test` trains them afresh.
+retrains only after that code changes. `make test` trains them afresh, once per run: its
+pytest-xdist workers share them through the run's temporary root, under a file lock.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 from PIL import Image
 
 from nice.bundle import NiceModel
@@ -43,29 +45,40 @@ def _code_key(*extra: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _model_cache(tmp_path_factory) -> Path | None:
+    """Where trained test models are shared: NICE_TEST_CACHE across sessions; else, under
+    pytest-xdist, the run's common temporary root, so the workers train each model once."""
+    if os.environ.get("NICE_TEST_CACHE"):
+        return Path(os.environ["NICE_TEST_CACHE"])
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.getbasetemp().parent / "trained-models"
+    return None
+
+
 def trained_model(name: str, build: Callable[[Path], None], tmp_path_factory) -> Path:
-    """A model directory built by `build`, from the NICE_TEST_CACHE when that holds one trained
+    """A model directory built by `build`, from the shared cache when that holds one trained
     by the same code; always a private copy, so that no test can change the cached one."""
     path = tmp_path_factory.mktemp(name) / name
-    cache = os.environ.get("NICE_TEST_CACHE")
-    if not cache:
+    cache = _model_cache(tmp_path_factory)
+    if cache is None:
         build(path)
         return path
-    cached = Path(cache) / f"{name}-{_code_key(name)}"
-    if not (cached / "nice.json").is_file():
-        staging = cached.with_name(f".{cached.name}-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        build(staging)
-        try:
-            staging.rename(cached)
-        except OSError:  # another session cached it first
+    cached = cache / f"{name}-{_code_key(name)}"
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cached) + ".lock"):  # one process trains it; the others wait and copy
+        if not (cached / "nice.json").is_file():
+            staging = cached.with_name(f".{cached.name}-{os.getpid()}")
             shutil.rmtree(staging, ignore_errors=True)
+            build(staging)
+            staging.rename(cached)
     shutil.copytree(cached, path)
     return path
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads() -> None:
+    # Two threads in every process, pytest-xdist worker or not: float results depend on the
+    # thread count, and the trained-model tests' margins were measured at two.
     torch.set_num_threads(2)
 
 
