@@ -27,13 +27,14 @@ tools: $(STAMP)
 # The suite's files run on TEST_WORKERS pytest-xdist processes, a whole file per process
 # (module fixtures start servers and train models once per file).
 TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 test: data tools
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST)
 
 # The inner loop: every test not marked slow. The trained test models are cached, keyed by
 # the code that trains them (tests/conftest.py), so only the first run trains them.
 test-fast: data tools
-	NICE_TEST_CACHE=$(NICE_HOME)/test-cache $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	NICE_TEST_CACHE=$(NICE_HOME)/test-cache $(PYTEST) -m "not slow"
 
 # The `nice` command (pipeline.cli): the pipeline demo needs kfp, which the library never imports.
 demo: data

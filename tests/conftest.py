@@ -67,7 +67,7 @@ def trained_model(name: str, build: Callable[[Path], None], tmp_path_factory) ->
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cached) + ".lock"):  # one process trains it; the others wait and copy
         if not (cached / "nice.json").is_file():
-            staging = cached.with_name(f".{cached.name}-{os.getpid()}")
+            staging = cached.with_name(f".{cached.name}.staging")  # the lock makes it ours
             shutil.rmtree(staging, ignore_errors=True)
             build(staging)
             staging.rename(cached)
