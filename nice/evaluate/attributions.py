@@ -21,6 +21,43 @@ METHODS = ("nice", "gradcam", "integrated_gradients", "saliency", "occlusion", "
 LEARNED = ("nice", "gradcam", "integrated_gradients", "saliency", "occlusion")
 
 
+class _InFormat(nn.Module):
+    """`net` fed its input in the memory format it was tuned for (captum passes NCHW)."""
+
+    def __init__(self, net: nn.Module, memory_format: torch.memory_format) -> None:
+        super().__init__()
+        self.net, self.memory_format = net, memory_format
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.contiguous(memory_format=self.memory_format))
+
+
+@dataclass
+class InferenceNets:
+    """The model's networks as the product runs them on this CPU, so every method is timed at
+    its best and NICE as the compressor runs it: BatchNorm folded, and eager in whichever of
+    NCHW / channels-last is fastest on batches like the example (eager, as captum needs
+    autograd; the generator is tuned exactly as `Compressor` tunes it). Outputs equal the
+    trained networks' up to float rounding."""
+
+    classifier: nn.Module
+    generator: nn.Module
+    classifier_net: nn.Module  # the network inside `classifier` (Grad-CAM hooks its layers)
+
+    @classmethod
+    def tuned(cls, model, example: torch.Tensor) -> "InferenceNets":
+        from nice.models.fuse import fuse_for_inference, tuned_for_cpu
+
+        clf = fuse_for_inference(model.classifier)
+        gen = model.generator.eval()
+        if example.device.type == "cpu":
+            clf, clf_fmt = tuned_for_cpu(clf, example, trace=False)
+            gen, gen_fmt = tuned_for_cpu(gen, example, trace=False)
+        else:
+            clf_fmt = gen_fmt = torch.contiguous_format
+        return cls(_InFormat(clf, clf_fmt), _InFormat(gen, gen_fmt), clf)
+
+
 @dataclass
 class Attribution:
     method: str
@@ -56,27 +93,32 @@ def _batched(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tens
 
 
 def attribute(method: str, model, x: torch.Tensor, target: torch.Tensor, background: torch.Tensor,
-              batch: int = 128, seed: int = 0) -> Attribution:
+              batch: int = 128, seed: int = 0, nets: InferenceNets | None = None) -> Attribution:
     """Scores for `x` (N,C,H,W in [0,1]) explaining class `target` (N,); `model` a NiceModel;
-    `background` what a removed pixel becomes (the model's mixing background)."""
+    `background` what a removed pixel becomes (the model's mixing background); `nets` the
+    model's tuned networks (`InferenceNets.tuned`, built here when not given: pass them when
+    calling repeatedly). Every method runs in batches of `batch` on the same tuned networks."""
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 
     cfg = model.config
     block = cfg.gates.block
-    clf = model.classifier.eval()
+    if nets is None and method in LEARNED:
+        nets = InferenceNets.tuned(model, x[:batch])
+    clf = nets.classifier if nets is not None else None
     h, w = grid_shape(x.shape[-2], x.shape[-1], block)
     n = len(x)
     t0 = time.perf_counter()
     if method == "nice":
-        with torch.no_grad():
-            scores = _batched(lambda xb, _t, _b: model.generator.eval()(xb)[:, 0], x, target, background, 512)
+        with torch.inference_mode():
+            scores = _batched(lambda xb, _t, _b: nets.generator(xb)[:, 0].float(), x, target, background, batch)
+        scores = scores.clone()  # an ordinary tensor (inference tensors refuse autograd later)
     elif method == "centre":
         yy, xx = torch.meshgrid(torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2, indexing="ij")
         scores = -(yy ** 2 + xx ** 2).expand(n, h, w).clone()
     elif method == "random":
         scores = torch.rand((n, h, w), generator=torch.Generator().manual_seed(seed))
     elif method == "gradcam":
-        gc = LayerGradCam(clf, last_conv_layer(clf))
+        gc = LayerGradCam(clf, last_conv_layer(nets.classifier_net))
 
         def run(xb, tb, _b):
             a = gc.attribute(xb, target=tb, relu_attributions=True)

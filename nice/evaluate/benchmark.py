@@ -16,6 +16,7 @@ sensitivity_max (nice.evaluate.faithfulness)."""
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
@@ -26,7 +27,7 @@ import torch
 from nice.classify import Classify
 from nice.codec import Rung, final_effort, fixed_effort, fixed_rung, output_format
 from nice.compress.search import Masks, Search
-from nice.evaluate.attributions import LEARNED, attribute, topk_mask
+from nice.evaluate.attributions import LEARNED, InferenceNets, attribute, topk_mask
 from nice.evaluate.baselines import downsampled, reencode
 from nice.gates import HardConcrete, rank_scores, rank_window, upsample_gates
 from nice.imageio import decode_image, image_pixels, to_float_batch, to_uint8_batch
@@ -178,6 +179,11 @@ class RateAccuracy:
         self.effort = final_effort(self.cfg.codec, self.cfg.search)  # what the search stores
         # The fixed path's one setting per image (its source's container, `codec.format`).
         self.fixed_rungs = [fixed_rung(self.codec, output_format(self.codec, f)) for f in self.formats]
+
+    @functools.cached_property
+    def nets(self) -> InferenceNets:
+        """The networks every attribution runs on, tuned once for this set's image size."""
+        return InferenceNets.tuned(self.model, self.x[:128])
 
     def head(self, k: int) -> "RateAccuracy":
         """The first `k` images, without decoding or classifying them again."""
@@ -335,7 +341,7 @@ def _sensitivity(ra: RateAccuracy, method: str, k: int) -> float | None:
         return None
 
     def explain(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        att = attribute(method, ra.model, x, target, background(x, ra.cfg.mixing))
+        att = attribute(method, ra.model, x, target, background(x, ra.cfg.mixing), nets=ra.nets)
         return attribution_values(method, stored_ranking(ra.cfg, method, att.scores))
 
     return fa.sensitivity(explain, ra.x[:k], torch.from_numpy(ra.src_preds[:k]))
@@ -396,7 +402,7 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model: Any, t
     points: list[RatePoint] = []
     target = torch.from_numpy(ra.src_preds)
     bg = background(ra.x, model.config.mixing)
-    att = attribute("nice", model, ra.x, target, bg)
+    att = attribute("nice", model, ra.x, target, bg, nets=ra.nets)
     nice = att.scores
     scores: dict[str, torch.Tensor] = {"nice": nice}
     seconds: dict[str, float] = {"nice": att.seconds_per_image}
@@ -415,7 +421,7 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model: Any, t
     points.append(ra.ranked("oracle-search", "same formats and ladders, whole image", None))
     say("per-image search: nice and whole-image oracle done")
     for m in methods:
-        att = attribute(m, model, ra.x, target, bg)
+        att = attribute(m, model, ra.x, target, bg, nets=ra.nets)
         scores[m], seconds[m] = att.scores, att.seconds_per_image
         raw, guarded = ra.mixed(m, f"NICE density (tau {tau0})", topk_mask(att.scores, density))
         points += [raw, guarded]
@@ -446,7 +452,7 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model: Any, t
         if m in scores:
             sub_scores[m], sub_seconds[m] = scores[m][:k], seconds[m]
         else:
-            att = attribute(m, model, sub.x, sub_target, sub_bg)
+            att = attribute(m, model, sub.x, sub_target, sub_bg, nets=sub.nets)
             sub_scores[m], sub_seconds[m] = att.scores, att.seconds_per_image
         say(f"explanations: {m} {sub_seconds[m] * 1000:.2f} ms/image")
     explain = explanation_scores(sub, sub_scores, sub_seconds)

@@ -25,7 +25,7 @@ import torch
 
 from nice.classify import Classify
 from nice.codec import Rung, decode, encode, final_effort, fixed_effort, fixed_rung, output_format
-from nice.evaluate.attributions import LEARNED, attribute
+from nice.evaluate.attributions import LEARNED, InferenceNets, attribute
 from nice.evaluate.baselines import downsampled
 from nice.imageio import decode_image, image_pixels
 from nice.mixing import background
@@ -77,9 +77,13 @@ ORACLE_FORMATS = ("jpeg", "webp", "avif")
 
 def ranking_fn(method: str, model: Any) -> Callable[[torch.Tensor, np.ndarray], torch.Tensor]:
     """`method`'s block scores of a batch of views, explaining their top-1 (for the engine)."""
+    nets: list[InferenceNets] = []  # tuned on the first batch, then reused
+
     def scores(xv: torch.Tensor, pred: np.ndarray) -> torch.Tensor:
+        if not nets and method in LEARNED:
+            nets.append(InferenceNets.tuned(model, xv[:128]))
         return attribute(method, model, xv, torch.from_numpy(np.asarray(pred, dtype=np.int64)),
-                         background(xv, model.config.mixing)).scores
+                         background(xv, model.config.mixing), nets=nets[0] if nets else None).scores
     return scores
 
 
@@ -242,7 +246,7 @@ def run_native_benchmark(sources: Sequence[bytes], labels: Sequence[int], model:
     bg = background(sub.x, cfg.mixing)
     scores, seconds = {}, {}
     for m in explain_methods:
-        att = attribute(m, model, sub.x, target, bg)
+        att = attribute(m, model, sub.x, target, bg, nets=sub.nets)
         scores[m], seconds[m] = att.scores, att.seconds_per_image
         say(f"explanations: {m} {seconds[m] * 1000:.2f} ms/image")
     explain = explanation_scores(sub, scores, seconds)

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from nice.classify import Classify
-from nice.evaluate.attributions import LEARNED, attribute
+from nice.evaluate.attributions import LEARNED, InferenceNets, attribute
 from nice.mixing import background
 
 TEACHERS = tuple(m for m in LEARNED if m != "nice")
@@ -39,10 +39,12 @@ def teacher_scores(model: Any, data: Dataset, method: str, batch: int = 256,
     if method not in TEACHERS:
         raise ValueError(f"teacher must be one of {TEACHERS}, got {method!r}")
     clf = Classify(model.classifier)  # the one classifier wrapper: the prediction the evaluation explains
+    nets: InferenceNets | None = None  # tuned once, on the first batch
     out = []
     loader = DataLoader(data, batch_size=batch, shuffle=False, num_workers=0)
     for items in tqdm(loader, desc=f"{method} teacher", unit="batch", disable=not progress):
         x = items[0].float()  # training datasets serve [0, 1] floats
         target = clf.probs(x).argmax(1)
-        out.append(attribute(method, model, x, target, background(x, model.config.mixing)).scores)
+        nets = nets or InferenceNets.tuned(model, x)
+        out.append(attribute(method, model, x, target, background(x, model.config.mixing), nets=nets).scores)
     return torch.cat(out)
