@@ -195,12 +195,17 @@ class NativeSearch:
         return spent
 
     def _rank_formats(self, mixed: np.ndarray, mode: str, rungs: list[Rung], out: Outcome) -> list[Rung]:
-        """Formats by their bytes on a small proxy of the candidate (one native encode only)."""
+        """Formats by their bytes on a small proxy of the candidate (one native encode only), at
+        the lowest quality of the ladder when there is one: where the bisection is headed, and
+        where formats differ most (at q80 WebP wins the proxy; at q5-20 AVIF stores a flat
+        background in a fraction of WebP's bytes, docs/results.md "Scenes")."""
         small = proxy(mixed, self.proxy_pixels)
+        low = min(self.qualities) if self.qualities else None
         sizes = []
         for rung in rungs:
+            probe = rung if low is None or rung.quality is None else Rung(rung.fmt, quality=min(low, rung.quality))
             try:
-                sizes.append((len(encode(small, mode, rung, self.effort)), rung))
+                sizes.append((len(encode(small, mode, probe, self.effort)), rung))
             except CodecLimit as exc:
                 out.notes.append(str(exc))
         return [r for _, r in sorted(sizes, key=lambda s: s[0])] or rungs
