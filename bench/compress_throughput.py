@@ -29,7 +29,6 @@ from nice.bundle import NiceModel
 from nice.codec import fixed_effort, fixed_rung, output_format
 from nice.compress.engine import Compressor, SourceItem
 from nice.config import colour_default
-from nice.models import build_classifier, build_generator
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 
@@ -131,8 +130,7 @@ def main() -> None:
         if args.gen_width:
             cfg.generator.width = args.gen_width
         torch.manual_seed(0)
-        model = NiceModel(build_classifier(cfg.classifier).eval(),
-                          build_generator(cfg.generator, cfg.gates, 3).eval(), cfg, uri="untrained")
+        model = NiceModel.untrained(cfg)
     c = model.config
     print(f"threads={args.threads} batch={args.batch} images={args.n} model={model.uri} "
           f"classifier={c.classifier.arch}(width {c.classifier.width}) generator={c.generator.arch}"

@@ -16,8 +16,6 @@ import torch
 from nice.bundle import NiceModel
 from nice.config import NiceConfig, colour_default
 from nice.evaluate.attributions import attribute
-from nice.models.classifiers import build_classifier
-from nice.models.generators import build_generator
 
 
 def main() -> None:
@@ -30,8 +28,7 @@ def main() -> None:
     out = {}
     for name, cfg, shape, n in [("mnist", NiceConfig(), (1, 28, 28), 512),
                                 ("colour64", colour_default(64), (3, 64, 64), 256)]:
-        model = NiceModel(build_classifier(cfg.classifier).eval(),
-                          build_generator(cfg.generator, cfg.gates, shape[0]).eval(), cfg)
+        model = NiceModel.untrained(cfg, uri="")
         x = torch.rand((n, *shape))
         with torch.no_grad():
             target = model.classifier(x).argmax(1)

@@ -10,6 +10,8 @@ deletion/insertion AUC on the stored background, and the bytes ratio of the per-
       --teacher integrated_gradients --teacher-weight 1 --limit 20000 --measure 1000
   python bench/generator_levers.py --model M --dataset mnist --out OUT --rank-smooth-px 1 \
       --mu 1 --limit 20000 --measure 1000
+  python bench/generator_levers.py --model M --dataset SCENES --out OUT --generator '{"arch": "features"}' \
+      --lr 2e-3 --epochs 2 --limit 5000
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main() -> None:
                     help="search.rank_smooth_px of the new model: what the rank loss, the distillation and its search cut")
     ap.add_argument("--teacher", choices=TEACHERS, default=None, help="distil this ranking into the generator")
     ap.add_argument("--teacher-weight", type=float, default=1.0)
+    ap.add_argument("--generator", default=None,
+                    help='JSON override of the generator section, e.g. \'{"arch": "features"}\': trained from scratch')
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--limit", type=int, default=20000, help="training images (0 = all)")
@@ -78,14 +82,17 @@ def main() -> None:
     over: dict[str, dict] = {"train_generator": tg}
     if args.rank_smooth_px is not None:
         over["search"] = {"rank_smooth_px": args.rank_smooth_px}
+    if args.generator:
+        over["generator"] = json.loads(args.generator)
     cfg = model.config.with_overrides(over)
+    init = model.generator if cfg.generator == model.config.generator else None  # another architecture: from scratch
     train, val, names, _ = training_data(args.dataset, limit=args.limit or None, view=View.of(cfg.classifier))
     report: dict[str, object] = {"out": str(Path(args.out)), **over}
     if args.teacher:
         t0 = time.perf_counter()
         train = WithTeacher(train, teacher_scores(model, train, args.teacher))
         report["teacher_seconds"] = time.perf_counter() - t0
-    res = train_mask_generator(cfg, model.classifier, train, val, init=model.generator)
+    res = train_mask_generator(cfg, model.classifier, train, val, init=init)
     out = NiceModel(model.classifier, res.model, cfg, class_names=model.class_names or names)
     out.save(args.out, res.final)
     report["final"] = res.final

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "
                      "efficientnet_b0", "convnext_tiny")
 CLASSIFIER_ARCHS = ("lenet", "resnet", *TORCHVISION_ARCHS)
 RESNET_POOLS = ("avg", "max")
+FEATURES_MIN_VIEW = 160  # generator arch auto: `features` from this classifier view up (px)
 
 
 @dataclass
@@ -74,7 +75,10 @@ class ClassifierConfig:
 
 @dataclass
 class GeneratorConfig:
-    arch: str = "conv"  # conv | reference
+    # conv | features (a head on the frozen classifier's own features; ResNets) | reference |
+    # auto: `features` for a ResNet classifier with a view of at least FEATURES_MIN_VIEW px, else
+    # `conv` (NiceConfig.resolved_generator; training stores the resolved one).
+    arch: str = "conv"
     width: int = 16
     depth: int = 2  # number of stride-2 stages below the gate grid
     pre_pool: int = 1  # average-pool the input by this factor first (divides the block; cheap for b >= 4)
@@ -271,6 +275,18 @@ class NiceConfig:
     def load(cls, path: str | Path) -> "NiceConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+    def resolved_generator(self) -> GeneratorConfig:
+        """The generator section with `arch: auto` decided from the classifier. A small object in
+        a large view is what the classifier's last stage finds and a pixel U-Net trained for a
+        few epochs does not (scenes, 224 px view: docs/results.md); at 28-128 px, where the
+        object fills the frame, `conv` is what was measured."""
+        g = self.generator
+        if g.arch != "auto":
+            return g
+        c = self.classifier
+        arch = "features" if c.arch.startswith("resnet") and c.image_size >= FEATURES_MIN_VIEW else "conv"
+        return replace(g, arch=arch)
+
     def training_mixing(self) -> MixingConfig:
         """The background the generator trains against (`train_generator.mixing`, else the stored one)."""
         return MixingConfig(mode=self.train_generator.mixing or self.mixing.mode, pool=self.mixing.pool)
@@ -329,7 +345,7 @@ def colour_default(image_size: int = 64) -> NiceConfig:
         # generator trains against the 8x8 block means (see MaskTrainConfig.mixing).
         mixing=MixingConfig(mode="mean", pool=8),
         classifier=ClassifierConfig(arch="resnet", in_channels=3, image_size=0, width=32),
-        generator=GeneratorConfig(arch="conv", width=16, depth=2, pre_pool=2),
+        generator=GeneratorConfig(arch="auto", width=16, depth=2, pre_pool=2),
         # The stored fine-tune (the default) is what was measured on mnist-m (-12% bytes); the
         # rank loss was measured only as a fine-tune there (-0.7%) and costs ~60% more
         # generator training, so colour models train without it.

@@ -216,6 +216,7 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
     if cfg.classifier != clf_cfg.classifier:
         raise ValueError(f"overrides change the classifier section, but {classifier} is trained already: "
                          "train a new classifier for other classifier settings")
+    cfg.generator = cfg.resolved_generator()  # the model records the architecture it was built with
     channels, sizes = dataset_images(dataset)
     check_dataset_fits(cfg, dataset, channels, sizes, f"the classifier {classifier}")
     train, val, names, channels = training_data(dataset, view=View.of(cfg.classifier))

@@ -212,11 +212,8 @@ def test_explain_on_an_image_the_guard_keeps(tmp_path):
     assert e.mask_density == pytest.approx(1.0) and e.predicted == "dark"
     overlay = Image.open(e.overlay)
     assert overlay.format == "PNG" and overlay.size[0] > 100
-    from nice.models import build_classifier, build_generator
-
     cfg = NiceConfig()
-    NiceModel(build_classifier(cfg.classifier), build_generator(cfg.generator, cfg.gates, 1), cfg,
-              class_names=[str(i) for i in range(10)]).save(tmp_path / "model")
+    NiceModel.untrained(cfg, class_names=[str(i) for i in range(10)]).save(tmp_path / "model")
     assert main(["explain", str(img), "--model", str(tmp_path / "model"), "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "flat.explain.png").is_file()
     assert Image.open(tmp_path / "cli" / "flat.explain.png").format == "PNG"

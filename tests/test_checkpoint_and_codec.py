@@ -36,11 +36,8 @@ def test_model_directory_warns_when_nice_json_was_edited(tmp_path, caplog):
     import logging
 
     from nice.bundle import NiceModel
-    from nice.models import build_generator
-
     cfg = NiceConfig()
-    NiceModel(build_classifier(cfg.classifier), build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels), cfg,
-              class_names=["a", "b"]).save(tmp_path / "m")
+    NiceModel.untrained(cfg, class_names=["a", "b"]).save(tmp_path / "m")
     with caplog.at_level(logging.WARNING, logger="nice.bundle"):
         assert NiceModel.load(tmp_path / "m").class_names == ["a", "b"]
     assert not caplog.records

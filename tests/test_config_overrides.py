@@ -18,7 +18,7 @@ from PIL import Image
 from nice.bundle import NiceModel
 from nice.checkpoint import save_checkpoint
 from nice.config import NiceConfig, colour_default
-from nice.models import build_classifier, build_generator
+from nice.models import build_classifier
 from pipeline.cli import main
 
 KEEP = {"search": {"keep": [0.2, 1.0]}}
@@ -45,10 +45,8 @@ def colour_config() -> NiceConfig:
 def untrained(cfg: NiceConfig, path: Path) -> Path:
     """A model directory with untrained networks: what is tested here is config handling."""
     torch.manual_seed(0)
-    clf = build_classifier(cfg.classifier).eval()
-    gen = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels).eval()
     names = [str(i) for i in range(cfg.classifier.num_classes)]
-    return NiceModel(clf, gen, cfg, class_names=names).save(path)
+    return NiceModel.untrained(cfg, class_names=names).save(path)
 
 
 def write_images(folder: Path, colour: bool, n: int = 12, size: int = 28) -> Path:

@@ -19,8 +19,6 @@ from nice.bundle import NiceModel
 from nice.compress.engine import Compressor, SourceItem, unpack_mask
 from nice.config import ClassifierConfig, colour_default
 from nice.imageio import decode_image
-from nice.models import build_classifier
-from nice.models.generators import build_generator
 from nice.view import View
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -38,7 +36,7 @@ def colour_model() -> NiceModel:
     cfg.classifier.image_size = 64
     cfg.classifier.width = 8
     torch.manual_seed(0)
-    return NiceModel(build_classifier(cfg.classifier).eval(), build_generator(cfg.generator, cfg.gates, 3).eval(), cfg)
+    return NiceModel.untrained(cfg, uri="")
 
 
 # -- the view ---------------------------------------------------------------------------
@@ -180,6 +178,26 @@ def test_real_photos_at_native_size(colour_model, tmp_path):
     rotated = by_key["rotated6.jpg"].row
     assert (rotated["width"], rotated["height"]) == (300, 400), "upright dimensions"
     assert sum(r.row["status"] == "compressed" for r in results) >= 8
+
+
+def test_a_large_view_ranks_with_the_classifiers_features_and_stores_native_photos(tmp_path):
+    """The colour default at a 224 px view (scenes) builds the `features` generator; the engine
+    fuses its trunk and stores native-size photos that keep the prediction."""
+    from nice.models.generators import FeatureGenerator
+
+    cfg = colour_default()
+    cfg.classifier.image_size, cfg.classifier.width = 224, 8
+    torch.manual_seed(0)
+    model = NiceModel.untrained(cfg, uri="")
+    assert isinstance(model.generator, FeatureGenerator)
+    items = _items(photos.photo_folder(tmp_path / "src", n=4))
+    results = Compressor(model).compress(items)
+    assert [r.row["status"] for r in results].count("compressed") >= 3, [r.row["error"] for r in results]
+    by_key = {r.row["source_key"]: r for r in results}
+    for item in items:
+        res = by_key[item.key]
+        if res.row["status"] == "compressed":
+            _recheck(model, res.row, res.output, item.data)
 
 
 def test_one_batch_of_views_for_many_shapes_and_a_pixel_budget(colour_model, tmp_path):

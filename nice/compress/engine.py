@@ -31,7 +31,7 @@ from nice.gates import HardConcrete
 from nice.imageio import DecodedImage, ImageRejected, decode_image, to_float_batch
 from nice.mixing import make_mixer
 from nice.view import Geometry, View, native_block, native_pool
-from nice.models.fuse import tuned_for_cpu
+from nice.models.fuse import fuse_for_inference, tuned_for_cpu
 
 
 # Native pixels decoded at once (~150 MB of RGB): a chunk of 12-megapixel photos is 4 images.
@@ -97,7 +97,7 @@ class Compressor:
         side = self.cfg.classifier.image_size or 64
         example = torch.rand(min(batch_size, 256), self.cfg.classifier.in_channels, side, side)
         self.classify = Classify(model.classifier, self.device, tune_example=example)
-        generator = model.generator.to(self.device).eval()
+        generator = fuse_for_inference(model.generator).to(self.device).eval()  # a features generator's trunk has BatchNorm
         self.gen_format = torch.contiguous_format
         if self.device.type == "cpu":
             generator, self.gen_format = tuned_for_cpu(generator, example, trace=False)  # pads by input size

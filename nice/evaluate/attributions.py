@@ -49,7 +49,7 @@ class InferenceNets:
         from nice.models.fuse import fuse_for_inference, tuned_for_cpu
 
         clf = fuse_for_inference(model.classifier)
-        gen = model.generator.eval()
+        gen = fuse_for_inference(model.generator)
         if example.device.type == "cpu":
             clf, clf_fmt = tuned_for_cpu(clf, example, trace=False)
             gen, gen_fmt = tuned_for_cpu(gen, example, trace=False)

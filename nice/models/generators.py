@@ -3,10 +3,16 @@
 `reference` is the one-convolution generator of the reference code (kept for comparison);
 `conv` is a small fully convolutional encoder-decoder (U-Net-like, additive skips) that
 works at any input size: the input is padded to the network's stride and the output cropped.
+`features` reads the frozen classifier's own features (a copy of its trunk, stored with the
+generator) and its class-evidence map (CAM: the last linear layer applied at every location, for
+the class it predicts), then a small trainable head maps them to the gate grid. A small object
+in a large view is what the classifier's last stage already finds; a generator learning that
+from pixels in a few epochs does not (docs/results.md, scenes).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -14,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nice.config import GateConfig, GeneratorConfig
+from nice.models.classifiers import SmallResNet, TorchvisionClassifier
 from nice.gates import HardConcrete, grid_shape
 
 
@@ -90,10 +97,96 @@ class ConvGenerator(nn.Module):
         return self.head(y)[..., :gh, :gw]
 
 
-def build_generator(cfg: GeneratorConfig, gates: GateConfig, in_channels: int) -> nn.Module:
+def _trunk_parts(classifier: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, nn.Linear]:
+    """(normalise, early stages to stride 8, late stages, global pooling, last linear layer) of a
+    ResNet classifier."""
+    if isinstance(classifier, SmallResNet) and isinstance(classifier.features[0], nn.Conv2d) \
+            and classifier.features[0].stride == (2, 2):
+        feats = classifier.features  # conv stem s2, max-pool s2, stages s1, s2, s2, s2
+        return classifier.normalize, feats[:6], feats[6:], classifier.head[0], classifier.head[-1]
+    if isinstance(classifier, SmallResNet):  # patch stem: stride 4, stages s1, s2, s2, s2
+        feats = classifier.features
+        return classifier.normalize, feats[:5], feats[5:], classifier.head[0], classifier.head[-1]
+    net = getattr(classifier, "net", None)
+    if isinstance(classifier, TorchvisionClassifier) and hasattr(net, "layer4"):
+        early = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2)
+        return classifier.normalize, early, nn.Sequential(net.layer3, net.layer4), net.avgpool, net.fc
+    raise ValueError(f"generator arch 'features' needs a ResNet classifier (resnet, resnet18..), "
+                     f"got {type(classifier).__name__}; use generator.arch conv")
+
+
+class FeatureGenerator(nn.Module):
+    """log_alpha from the frozen classifier's features: its stride-8 stage, its last stage and the
+    CAM of its predicted class (softmax-weighted over classes, standardised per image), each
+    brought to the gate grid, then three convolutions (the middle one dilated, for context)."""
+
+    def __init__(self, classifier: nn.Module, block: int, width: int, init_log_alpha: float) -> None:
+        super().__init__()
+        _check_block(block)
+        self.block = block
+        normalize, early, late, pool, fc = (copy.deepcopy(m) for m in _trunk_parts(classifier))
+        self.trunk = nn.ModuleDict({"normalize": normalize, "early": early, "late": late, "pool": pool, "fc": fc})
+        for p in self.trunk.parameters():
+            p.requires_grad_(False)
+        self.trunk.eval()
+        c_early = _out_channels(early)
+        self.early_proj = nn.Conv2d(c_early, width, 1)
+        self.late_proj = nn.Conv2d(fc.in_features, width, 1)
+        self.head = nn.Sequential(
+            nn.Conv2d(2 * width + 2, 2 * width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width, 1, 3, padding=1),
+        )
+        nn.init.normal_(self.head[-1].weight, std=1e-3)
+        nn.init.constant_(self.head[-1].bias, init_log_alpha)
+
+    def train(self, mode: bool = True) -> "FeatureGenerator":
+        super().train(mode)
+        self.trunk.eval()  # frozen: BatchNorm keeps the classifier's statistics
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        grid = grid_shape(h, w, self.block)
+        with torch.no_grad():
+            early = self.trunk["early"](self.trunk["normalize"](x))
+            late = self.trunk["late"](early)
+            fc = self.trunk["fc"]
+            probs = torch.softmax(fc(self.trunk["pool"](late).flatten(1)), dim=1)  # the classifier's answer
+            evidence = torch.einsum("nchw,kc->nkhw", late, fc.weight) + fc.bias.view(1, -1, 1, 1)
+            cam = torch.einsum("nkhw,nk->nhw", evidence, probs).unsqueeze(1)
+            contrast = cam - evidence.mean(1, keepdim=True)
+            maps = torch.cat([cam, contrast], 1)
+            maps = (maps - maps.mean((2, 3), keepdim=True)) / (maps.std((2, 3), keepdim=True) + 1e-6)
+        parts = [_to_grid(self.early_proj(early), grid), _to_grid(self.late_proj(late), grid), _to_grid(maps, grid)]
+        return self.head(torch.cat(parts, 1))
+
+
+def _out_channels(stage: nn.Module) -> int:
+    convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
+
+
+def _to_grid(t: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    if tuple(t.shape[-2:]) == tuple(grid):
+        return t
+    if t.shape[-2] >= grid[0] and t.shape[-1] >= grid[1]:
+        return F.adaptive_avg_pool2d(t, grid)
+    return F.interpolate(t, size=grid, mode="bilinear", align_corners=False)
+
+
+def build_generator(cfg: GeneratorConfig, gates: GateConfig, in_channels: int,
+                    classifier: nn.Module | None = None) -> nn.Module:
+    """`classifier` (the frozen one it is trained against) is needed by, and only by, arch `features`."""
     init = HardConcrete(gates).log_alpha_for_keep(cfg.init_keep)
     if cfg.arch == "reference":
         return ReferenceGenerator(in_channels, gates.block, init)
     if cfg.arch == "conv":
         return ConvGenerator(in_channels, gates.block, cfg.width, cfg.depth, init, cfg.pre_pool)
-    raise ValueError(f"unknown generator arch {cfg.arch!r}; expected conv or reference")
+    if cfg.arch == "features":
+        if classifier is None:
+            raise ValueError("generator arch 'features' is built from its classifier; none was given")
+        return FeatureGenerator(classifier, gates.block, cfg.width, init)
+    if cfg.arch == "auto":
+        raise ValueError("generator arch 'auto' is decided by NiceConfig.resolved_generator() before building")
+    raise ValueError(f"unknown generator arch {cfg.arch!r}; expected auto, conv, features or reference")

@@ -73,7 +73,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     device = pick_device(mc.device)
     fmt = cpu_memory_format(device, cfg.classifier.in_channels)  # the classifier is given back contiguous
     classifier = freeze(classifier.to(device).to(memory_format=fmt))
-    generator = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels)
+    generator = build_generator(cfg.resolved_generator(), cfg.gates, cfg.classifier.in_channels, classifier=classifier)
     if init is not None:
         generator.load_state_dict(init.state_dict())
     generator = generator.to(device)
@@ -85,7 +85,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     objective = NiceLoss(gates, task_fn=kl_to_source if distil else F.cross_entropy)
     train_loader = make_loader(train, mc.batch_size, shuffle=True, seed=mc.seed)
     val_loader = make_loader(val, 512, shuffle=False)
-    opt = torch.optim.Adam(generator.parameters(), lr=mc.lr)
+    opt = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=mc.lr)
     steps = mc.epochs * len(train_loader)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     warmup = max(1, int(mc.lam_warmup_epochs * len(train_loader)))

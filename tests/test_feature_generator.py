@@ -1,0 +1,98 @@
+"""The `features` generator: a trainable head on a frozen copy of its classifier's trunk."""
+
+import pytest
+import torch
+
+from nice.bundle import NiceModel
+from nice.config import ClassifierConfig, GateConfig, GeneratorConfig, colour_default
+from nice.gates import HardConcrete
+from nice.models import build_classifier, build_generator
+from nice.models.fuse import fuse_for_inference
+
+
+def _resnet(**kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    clf = build_classifier(ClassifierConfig(arch="resnet", in_channels=3, width=8, **kw)).eval()
+    for m in clf.modules():  # non-trivial BatchNorm statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    return clf
+
+
+@pytest.mark.parametrize("classifier", [
+    {"arch": "resnet", "stem": "conv"}, {"arch": "resnet", "stem": "patch", "pool": "max"}, {"arch": "resnet18"}])
+@pytest.mark.parametrize("block", [4, 8, 16])
+@pytest.mark.parametrize("size", [(64, 64), (37, 101)])
+def test_feature_generator_works_at_any_size_and_starts_at_init_keep(classifier, block, size):
+    cfg = ClassifierConfig(in_channels=3, width=8, **classifier)
+    clf = build_classifier(cfg).eval()
+    gates = GateConfig(block=block)
+    gen = build_generator(GeneratorConfig(arch="features", width=8, init_keep=0.5), gates, 3, classifier=clf)
+    out = gen(torch.rand(2, 3, *size))
+    assert out.shape == (2, 1, -(-size[0] // block), -(-size[1] // block))
+    assert HardConcrete(gates).expected_l0(out).mean().item() == pytest.approx(0.5, abs=0.05)
+
+
+def test_only_the_head_trains_and_the_trunk_keeps_the_classifiers_weights_and_statistics():
+    clf = _resnet(pool="max")
+    gen = build_generator(GeneratorConfig(arch="features", width=8), GateConfig(block=8), 3, classifier=clf)
+    trunk = {k: v.clone() for k, v in gen.trunk.state_dict().items()}
+    trainable = [n for n, p in gen.named_parameters() if p.requires_grad]
+    assert trainable and not any(n.startswith("trunk.") for n in trainable)
+    opt = torch.optim.SGD([p for p in gen.parameters() if p.requires_grad], lr=0.1)
+    gen.train()
+    for _ in range(3):
+        loss = gen(torch.rand(4, 3, 64, 64)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(not m.training for m in gen.trunk.modules())  # BatchNorm never updates its statistics
+    for k, v in gen.trunk.state_dict().items():
+        assert torch.equal(v, trunk[k]), k
+    # ... and the trunk is the classifier's: the same logits from its features
+    x = torch.rand(2, 3, 64, 64)
+    late = gen.trunk["late"](gen.trunk["early"](gen.trunk["normalize"](x)))
+    logits = gen.trunk["fc"](gen.trunk["pool"](late).flatten(1))
+    torch.testing.assert_close(logits, clf(x))
+
+
+def test_a_feature_generator_round_trips_and_fuses(tmp_path):
+    cfg = colour_default()
+    cfg.classifier.width = 8
+    cfg.classifier.num_classes = 10
+    cfg.generator.arch = "features"
+    cfg.generator.width = 8
+    clf = _resnet()
+    gen = build_generator(cfg.generator, cfg.gates, 3, classifier=clf)
+    torch.nn.init.normal_(gen.head[-1].weight, std=0.5)  # an output that depends on the input
+    gen.eval()
+    NiceModel(clf, gen, cfg, class_names=[str(i) for i in range(10)]).save(tmp_path / "m")
+    loaded = NiceModel.load(tmp_path / "m")
+    x = torch.rand(3, 3, 96, 72)
+    with torch.no_grad():
+        want = gen(x)
+        torch.testing.assert_close(loaded.generator(x), want)
+        torch.testing.assert_close(fuse_for_inference(loaded.generator)(x), want, atol=1e-4, rtol=1e-4)
+    assert want.std() > 0.01
+
+
+def test_a_classifier_without_a_resnet_trunk_is_one_clear_error():
+    lenet = build_classifier(ClassifierConfig())
+    with pytest.raises(ValueError, match="needs a ResNet classifier"):
+        build_generator(GeneratorConfig(arch="features"), GateConfig(), 1, classifier=lenet)
+    with pytest.raises(ValueError, match="built from its classifier"):
+        build_generator(GeneratorConfig(arch="features"), GateConfig(), 3)
+
+
+@pytest.mark.parametrize(("arch", "view", "want"), [
+    ("resnet", 224, "features"), ("resnet18", 320, "features"), ("resnet", 64, "conv"), ("resnet", 128, "conv"),
+    ("resnet", 0, "conv"), ("mobilenet_v3_small", 224, "conv")])
+def test_auto_takes_the_classifiers_features_for_large_views_only(arch, view, want):
+    cfg = colour_default()
+    assert cfg.generator.arch == "auto"
+    cfg.classifier.arch, cfg.classifier.image_size = arch, view
+    assert cfg.resolved_generator().arch == want
+    assert cfg.generator.arch == "auto"  # the config itself is not changed
+    cfg.generator.arch = "conv"  # an explicit choice is kept
+    assert cfg.resolved_generator().arch == "conv"
