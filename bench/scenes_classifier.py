@@ -38,17 +38,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nice.checkpoint import load_classifier, save_checkpoint
-from nice.config import ClassifierConfig, NiceConfig, colour_default
+from nice.config import ClassifierConfig, NiceConfig
 from nice.data.arrays import make_loader
 from nice.data.scenes import Photo, class_names, iter_scenes, named_photos, photos_by_split
 from nice.ingest import DatasetArtifact
+from nice.jobs import base_config
 from nice.models import build_classifier
 from nice.training.common import accuracy, predict
 from nice.view import View
 
 
 def config(width: int, view: int) -> NiceConfig:
-    return colour_default().with_overrides({"classifier": {
+    return base_config(3, {"classifier": {
         "arch": "resnet", "width": width, "pool": "max", "image_size": view, "view": "letterbox",
         "in_channels": 3, "num_classes": 10}})
 

@@ -48,12 +48,12 @@ class NiceModel:
 
     @classmethod
     def untrained(cls, cfg: NiceConfig, class_names: list[str] | None = None, uri: str = "untrained") -> "NiceModel":
-        """Both networks freshly initialised from `cfg` (the generator arch resolved as training
-        resolves it): for benchmarks of speed and tests of the machinery, not of results."""
+        """Both networks freshly initialised from `cfg`: for benchmarks of speed and tests of the
+        machinery, not of results."""
         from nice.models import build_classifier, build_generator
 
         classifier = build_classifier(cfg.classifier).eval()
-        generator = build_generator(cfg.resolved_generator(), cfg.gates, cfg.classifier.in_channels,
+        generator = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels,
                                     classifier=classifier).eval()
         return cls(classifier, generator, cfg, uri=uri, class_names=class_names)
 

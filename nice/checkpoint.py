@@ -60,8 +60,7 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, NiceConfig, dict[str, 
 def load_generator(path: str | Path) -> tuple[nn.Module, NiceConfig, dict[str, Any]]:
     state, cfg, meta = read_checkpoint(path, "mask_generator")
     # arch `features` holds a copy of its classifier's trunk: built to the classifier's shape, then loaded
-    gen_cfg = cfg.resolved_generator()
-    frame = build_classifier(cfg.classifier) if gen_cfg.arch == "features" else None
-    model = build_generator(gen_cfg, cfg.gates, cfg.classifier.in_channels, classifier=frame)
+    frame = build_classifier(cfg.classifier) if cfg.generator.arch == "features" else None
+    model = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels, classifier=frame)
     model.load_state_dict(state)
     return model.eval(), cfg, meta

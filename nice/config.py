@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +23,7 @@ TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "
                      "efficientnet_b0", "convnext_tiny")
 CLASSIFIER_ARCHS = ("lenet", "resnet", *TORCHVISION_ARCHS)
 RESNET_POOLS = ("avg", "max")
-FEATURES_MIN_VIEW = 160  # generator arch auto: `features` from this classifier view up (px)
+LARGE_VIEW = 160  # px: from this classifier view up, colour_default() is the large-view (scenes) profile
 
 
 @dataclass
@@ -75,10 +75,7 @@ class ClassifierConfig:
 
 @dataclass
 class GeneratorConfig:
-    # conv | features (a head on the frozen classifier's own features; ResNets) | reference |
-    # auto: `features` for a ResNet classifier with a view of at least FEATURES_MIN_VIEW px, else
-    # `conv` (NiceConfig.resolved_generator; training stores the resolved one).
-    arch: str = "conv"
+    arch: str = "conv"  # conv | features (a head on the frozen classifier's own features; ResNets) | reference
     width: int = 16
     depth: int = 2  # number of stride-2 stages below the gate grid
     pre_pool: int = 1  # average-pool the input by this factor first (divides the block; cheap for b >= 4)
@@ -200,6 +197,10 @@ class SearchConfig:
     # the keep level is chosen on the view, the format on a small proxy, and at most
     # `native_tries` native encodes are verified through the view.
     native_block: int = 16  # mask block at native size: a 4:2:0 JPEG/WebP macroblock
+    # Keep levels added to `keep` at native size only: a small object in a large photo needs far
+    # fewer blocks than a frame-filling one, and the native search classifies the views of every
+    # level in one batch, so a level costs an encode only when it is the sparsest that passes.
+    native_keep: tuple[float, ...] = ()
     native_quality: int = 80  # lossy quality of native-size outputs (kept blocks look like the photo)
     # Lower qualities the native output may take, bisected below native_quality with a verified
     # native encode per probe (empty: native_quality only).
@@ -275,18 +276,6 @@ class NiceConfig:
     def load(cls, path: str | Path) -> "NiceConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def resolved_generator(self) -> GeneratorConfig:
-        """The generator section with `arch: auto` decided from the classifier. A small object in
-        a large view is what the classifier's last stage finds and a pixel U-Net trained for a
-        few epochs does not (scenes, 224 px view: docs/results.md); at 28-128 px, where the
-        object fills the frame, `conv` is what was measured."""
-        g = self.generator
-        if g.arch != "auto":
-            return g
-        c = self.classifier
-        arch = "features" if c.arch.startswith("resnet") and c.image_size >= FEATURES_MIN_VIEW else "conv"
-        return replace(g, arch=arch)
-
     def training_mixing(self) -> MixingConfig:
         """The background the generator trains against (`train_generator.mixing`, else the stored one)."""
         return MixingConfig(mode=self.train_generator.mixing or self.mixing.mode, pool=self.mixing.pool)
@@ -335,17 +324,19 @@ def _coerce(value: Any, default: Any) -> Any:
     return value
 
 
-def colour_default(image_size: int = 64) -> NiceConfig:
+def colour_default(image_size: int = 0, classifier_arch: str = "resnet") -> NiceConfig:
     """Colour photos: ResNet classifier, 8x8 block gates, the background flattened to the
-    image's mean colour, JPEG output on the fixed path."""
-    return NiceConfig(
+    image's mean colour, JPEG output on the fixed path. For a ResNet classifier with a view of
+    at least LARGE_VIEW px (photos where the object may be small: scenes) the generator is a head
+    on the classifier's own features, trained with the rank loss at the search's sparse levels."""
+    cfg = NiceConfig(
         gates=GateConfig(block=8),
         # A flat background codes in the fewest bytes: mnist-m -28% through the search against
         # `lowres` 8x8 block means, once the classifier is fine-tuned on stored images. The
         # generator trains against the 8x8 block means (see MaskTrainConfig.mixing).
         mixing=MixingConfig(mode="mean", pool=8),
-        classifier=ClassifierConfig(arch="resnet", in_channels=3, image_size=0, width=32),
-        generator=GeneratorConfig(arch="auto", width=16, depth=2, pre_pool=2),
+        classifier=ClassifierConfig(arch=classifier_arch, in_channels=3, image_size=image_size, width=32),
+        generator=GeneratorConfig(arch="conv", width=16, depth=2, pre_pool=2),
         # The stored fine-tune (the default) is what was measured on mnist-m (-12% bytes); the
         # rank loss was measured only as a fine-tune there (-0.7%) and costs ~60% more
         # generator training, so colour models train without it.
@@ -355,5 +346,15 @@ def colour_default(image_size: int = 64) -> NiceConfig:
         # ranking): the quality ladder below native_quality stores 0.0292x of the sources
         # against 0.0500x at q80 alone, and AVIF, which codes a flat background in a fraction
         # of WebP's bytes at native size, 0.0118x (0.27 of the best whole-image oracle), 0 flips.
-        search=SearchConfig(native_qualities=(5, 10, 15, 20, 35, 50, 65), native_formats=("avif",)),
+        # Keep levels of 2% and 1% at native size: 0.0118x -> 0.0090x with Grad-CAM's ranking,
+        # 0.0146x -> 0.0109x with the `features` generator's (the same 100 frames).
+        search=SearchConfig(native_qualities=(5, 10, 15, 20, 35, 50, 65), native_formats=("avif",),
+                            native_keep=(0.02, 0.01)),
     )
+    if classifier_arch.startswith("resnet") and image_size >= LARGE_VIEW:
+        # Scenes, 224 px view, 100 native test frames (docs/results.md): the U-Net generator
+        # collapsed or saturated and stored 0.0292x; `features` 0.0146x without the rank loss,
+        # RANK_NOTE. At 28-128 px (the object fills the frame) `conv` is what was measured.
+        cfg.generator = GeneratorConfig(arch="features", width=16)
+        cfg.train_generator = MaskTrainConfig(rank_weight=1.0, rank_keep=(0.01, 0.02, 0.05, 0.1), mixing="lowres")
+    return cfg

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from nice.config import NiceConfig, colour_default
+from nice.config import NiceConfig, colour_default, merge_overrides
 
 if TYPE_CHECKING:
     from nice.bundle import ModelRef, NiceModel
@@ -86,8 +86,12 @@ class StepContext:
 
 
 def base_config(channels: int, overrides: dict[str, Any] | None = None) -> NiceConfig:
-    """Grey sources get the MNIST defaults, colour sources the colour ones; then overrides."""
-    return (colour_default() if channels == 3 else NiceConfig()).with_overrides(overrides)
+    """Grey sources get the MNIST defaults, colour sources the colour ones for the classifier's
+    view and architecture (as the overrides set them); then overrides."""
+    if channels != 3:
+        return NiceConfig().with_overrides(overrides)
+    c = colour_default().with_overrides(overrides).classifier
+    return colour_default(c.image_size, c.arch).with_overrides(overrides)
 
 
 def ingest_step(source: str, out: str | Path, ctx: StepContext | None = None, **options: Any) -> dict[str, Any]:
@@ -163,9 +167,9 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
     configure_threads()
     channels, sizes = dataset_images(dataset)
     cfg = base_config(channels, overrides)
+    if not cfg.classifier.image_size:  # the defaults depend on the view: chosen with it
+        cfg = base_config(channels, merge_overrides(overrides or {}, {"classifier": {"image_size": view_size_for(sizes)}}))
     cfg.classifier.in_channels = channels
-    if not cfg.classifier.image_size:
-        cfg.classifier.image_size = view_size_for(sizes)
     check_dataset_fits(cfg, dataset, channels, sizes, "the classifier")
     view = View(cfg.classifier)
     train, val, names, channels = training_data(dataset, view=view, augment=Augment.of(view, cfg.train_classifier))
@@ -216,7 +220,6 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
     if cfg.classifier != clf_cfg.classifier:
         raise ValueError(f"overrides change the classifier section, but {classifier} is trained already: "
                          "train a new classifier for other classifier settings")
-    cfg.generator = cfg.resolved_generator()  # the model records the architecture it was built with
     channels, sizes = dataset_images(dataset)
     check_dataset_fits(cfg, dataset, channels, sizes, f"the classifier {classifier}")
     train, val, names, channels = training_data(dataset, view=View.of(cfg.classifier))

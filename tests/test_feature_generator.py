@@ -88,11 +88,15 @@ def test_a_classifier_without_a_resnet_trunk_is_one_clear_error():
 @pytest.mark.parametrize(("arch", "view", "want"), [
     ("resnet", 224, "features"), ("resnet18", 320, "features"), ("resnet", 64, "conv"), ("resnet", 128, "conv"),
     ("resnet", 0, "conv"), ("mobilenet_v3_small", 224, "conv")])
-def test_auto_takes_the_classifiers_features_for_large_views_only(arch, view, want):
-    cfg = colour_default()
-    assert cfg.generator.arch == "auto"
-    cfg.classifier.arch, cfg.classifier.image_size = arch, view
-    assert cfg.resolved_generator().arch == want
-    assert cfg.generator.arch == "auto"  # the config itself is not changed
-    cfg.generator.arch = "conv"  # an explicit choice is kept
-    assert cfg.resolved_generator().arch == "conv"
+def test_the_colour_default_for_large_views_reads_the_classifiers_features(arch, view, want):
+    from nice.jobs import base_config
+
+    cfg = colour_default(view, arch)
+    assert (cfg.generator.arch, cfg.classifier.image_size, cfg.classifier.arch) == (want, view, arch)
+    assert (cfg.train_generator.rank_weight > 0) == (want == "features")
+    # What `nice train-classifier` starts from: the overrides' view and architecture pick the
+    # profile, and the overrides still win over it.
+    over = {"classifier": {"image_size": view, "arch": arch}, "train_generator": {"epochs": 7}}
+    got = base_config(3, over)
+    assert got.generator.arch == want and got.train_generator.epochs == 7
+    assert base_config(3, {**over, "generator": {"arch": "conv"}}).generator.arch == "conv"

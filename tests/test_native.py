@@ -185,8 +185,8 @@ def test_a_large_view_ranks_with_the_classifiers_features_and_stores_native_phot
     fuses its trunk and stores native-size photos that keep the prediction."""
     from nice.models.generators import FeatureGenerator
 
-    cfg = colour_default()
-    cfg.classifier.image_size, cfg.classifier.width = 224, 8
+    cfg = colour_default(224)
+    cfg.classifier.width = 8
     torch.manual_seed(0)
     model = NiceModel.untrained(cfg, uri="")
     assert isinstance(model.generator, FeatureGenerator)
@@ -354,3 +354,22 @@ def test_evaluate_compares_methods_at_native_size(colour_model, tmp_path):
     # A one-size test set at the view's own size keeps the one-size benchmark.
     same = [photos.photo("chelsea", (64, 64)), photos.photo("coffee", (64, 64))]
     assert not needs_native(same, colour_model)
+
+
+def test_native_keep_adds_sparser_levels_for_large_photos_only(colour_model, tmp_path):
+    """`search.native_keep` levels are tried on native-size photos (their views classified in the
+    same batch as `keep`'s) and never on images the full search handles."""
+    paths = photos.photo_folder(tmp_path / "src", n=6)
+    small = tmp_path / "small.jpg"
+    small.write_bytes(photos.photo("coffee", (120, 90), quality=90))
+
+    def levels(native_keep: tuple[float, ...]) -> dict[str, float]:
+        cfg = colour_model.config.with_overrides({"search": {"keep": [0.5, 1.0], "native_keep": list(native_keep)}})
+        rows = [r.row for r in Compressor(colour_model, cfg).compress(_items([*paths, small]))]
+        assert all(r["status"] in ("compressed", "kept_original") for r in rows), [r["error"] for r in rows]
+        return {r["source_key"]: json.loads(r["codec_params"]).get("keep") for r in rows if r["status"] == "compressed"}
+
+    without, with_ = levels(()), levels((0.01,))
+    assert 0.01 not in without.values()
+    assert list(with_.values()).count(0.01) >= 1, with_
+    assert with_["small.jpg"] in (0.5, 1.0), "the full search keeps to `keep`"

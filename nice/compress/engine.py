@@ -225,7 +225,10 @@ class Compressor:
             elif h * w_ <= self.cfg.search.full_search_pixels:
                 outcomes = self._search_small(group, sub, geom, block)
             else:
-                grids = {lv: sub.make(lv)[:, 0].numpy() for lv in sub.levels}  # each level once per group
+                levels = sub.levels
+                if sub.kind == "keep":  # sparser levels for large photos: one batch of views tries them all
+                    levels = tuple(sorted(set(levels) | set(self.cfg.search.native_keep)))
+                grids = {lv: sub.make(lv)[:, 0].numpy() for lv in levels}  # each level once per group
                 outcomes = [self._search_native(w, {lv: g[j] for lv, g in grids.items()}, geom, block)
                             for j, w in enumerate(group)]
             out.extend((w, self._result(w, o, masks)) for w, o in zip(group, outcomes))

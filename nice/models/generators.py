@@ -187,6 +187,4 @@ def build_generator(cfg: GeneratorConfig, gates: GateConfig, in_channels: int,
         if classifier is None:
             raise ValueError("generator arch 'features' is built from its classifier; none was given")
         return FeatureGenerator(classifier, gates.block, cfg.width, init)
-    if cfg.arch == "auto":
-        raise ValueError("generator arch 'auto' is decided by NiceConfig.resolved_generator() before building")
-    raise ValueError(f"unknown generator arch {cfg.arch!r}; expected auto, conv, features or reference")
+    raise ValueError(f"unknown generator arch {cfg.arch!r}; expected conv, features or reference")

@@ -73,7 +73,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     device = pick_device(mc.device)
     fmt = cpu_memory_format(device, cfg.classifier.in_channels)  # the classifier is given back contiguous
     classifier = freeze(classifier.to(device).to(memory_format=fmt))
-    generator = build_generator(cfg.resolved_generator(), cfg.gates, cfg.classifier.in_channels, classifier=classifier)
+    generator = build_generator(cfg.generator, cfg.gates, cfg.classifier.in_channels, classifier=classifier)
     if init is not None:
         generator.load_state_dict(init.state_dict())
     generator = generator.to(device)
