@@ -3,7 +3,8 @@
 # JPEG frames; `apt-get install opencv-doc` adds the Debian photos the committed report used), trains
 # the scenes classifier with bench/scenes_classifier.py (object crops, then whole views, max-pooled
 # ResNet: `nice train-classifier` from scratch stays at chance on this set, docs/results.md "Scenes")
-# and the mask generator (the colour defaults and the rank loss), then runs `nice evaluate` on 500 test frames at
+# and the mask generator (the colour defaults, which at the classifier's 320 px view are the
+# large-view profile: a head on the classifier's features, the rank loss), then runs `nice evaluate` on 500 test frames at
 # native size. About 3 hours on 2 CPU cores. Outputs under $NICE_HOME/eval/scenes[-fashion]/.
 set -euo pipefail
 NICE=${NICE:-.venv/bin/nice}
@@ -19,9 +20,7 @@ for ds in $VARIANTS; do
   [ -f "$dir/classifier.pt" ] || PYTHONPATH=. $PY bench/scenes_classifier.py --dataset "$dir/dataset" \
     --variant "$variant" --out "$dir/classifier.pt"
   [ "$ds" = scenes ] || continue  # the fashion variant: classifier accuracy only
-  # --rank-weight 1: with the colour defaults alone the generator collapsed (every gate shut in
-  # the first epoch; docs/results.md "Scenes", first native-size rate measurement)
   [ -f "$dir/model/nice.json" ] || $NICE train-mask-generator --dataset "$dir/dataset" --classifier "$dir/classifier.pt" \
-    --out "$dir/model" --rank-weight 1
+    --out "$dir/model"
   $NICE evaluate --model "$dir/model" --dataset "$dir/dataset" --out "$dir" --limit "$LIMIT" --explain-limit 200
 done

@@ -346,15 +346,19 @@ def colour_default(image_size: int = 0, classifier_arch: str = "resnet") -> Nice
         # ranking): the quality ladder below native_quality stores 0.0292x of the sources
         # against 0.0500x at q80 alone, and AVIF, which codes a flat background in a fraction
         # of WebP's bytes at native size, 0.0118x (0.27 of the best whole-image oracle), 0 flips.
-        # Keep levels of 2% and 1% at native size: 0.0118x -> 0.0090x with Grad-CAM's ranking,
-        # 0.0146x -> 0.0109x with the `features` generator's (the same 100 frames).
+        # Sparser keep levels at native size, down to 0.25% of the view's blocks (2 of 784 at
+        # 224 px; the object is 2-36 of them): the features generator 0.0089x -> 0.0071x,
+        # Grad-CAM 0.0090x -> 0.0081x (the same 100 frames; the views of every level are
+        # classified in one batch, so a level costs an encode only when it is the one chosen).
         search=SearchConfig(native_qualities=(5, 10, 15, 20, 35, 50, 65), native_formats=("avif",),
-                            native_keep=(0.02, 0.01)),
+                            native_keep=(0.03, 0.02, 0.015, 0.01, 0.007, 0.005, 0.0035, 0.0025)),
     )
     if classifier_arch.startswith("resnet") and image_size >= LARGE_VIEW:
         # Scenes, 224 px view, 100 native test frames (docs/results.md): the U-Net generator
-        # collapsed or saturated and stored 0.0292x; `features` 0.0146x without the rank loss,
-        # RANK_NOTE. At 28-128 px (the object fills the frame) `conv` is what was measured.
+        # collapsed or saturated and stored 0.0292x; `features` 0.0146x without the rank loss;
+        # with the native keep levels 0.0109x without and 0.0089x with the rank loss at 1-10%,
+        # 0.0071x (0.88 of Grad-CAM's bytes) with the finer levels above. At 28-128 px (the
+        # object fills the frame) `conv` is what was measured.
         cfg.generator = GeneratorConfig(arch="features", width=16)
         cfg.train_generator = MaskTrainConfig(rank_weight=1.0, rank_keep=(0.01, 0.02, 0.05, 0.1), mixing="lowres")
     return cfg
