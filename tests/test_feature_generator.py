@@ -23,7 +23,7 @@ def _resnet(**kw) -> torch.nn.Module:
 @pytest.mark.parametrize("classifier", [
     {"arch": "resnet", "stem": "conv"}, {"arch": "resnet", "stem": "patch", "pool": "max"}, {"arch": "resnet18"}])
 @pytest.mark.parametrize("block", [4, 8, 16])
-@pytest.mark.parametrize("size", [(64, 64), (37, 101)])
+@pytest.mark.parametrize("size", [(64, 64), (37, 101), (20, 20)])  # 20 px: a 1x1 last stage
 def test_feature_generator_works_at_any_size_and_starts_at_init_keep(classifier, block, size):
     cfg = ClassifierConfig(in_channels=3, width=8, **classifier)
     clf = build_classifier(cfg).eval()
@@ -31,6 +31,7 @@ def test_feature_generator_works_at_any_size_and_starts_at_init_keep(classifier,
     gen = build_generator(GeneratorConfig(arch="features", width=8, init_keep=0.5), gates, 3, classifier=clf)
     out = gen(torch.rand(2, 3, *size))
     assert out.shape == (2, 1, -(-size[0] // block), -(-size[1] // block))
+    assert torch.isfinite(out).all()
     assert HardConcrete(gates).expected_l0(out).mean().item() == pytest.approx(0.5, abs=0.05)
 
 

@@ -157,7 +157,8 @@ class FeatureGenerator(nn.Module):
             cam = torch.einsum("nkhw,nk->nhw", evidence, probs).unsqueeze(1)
             contrast = cam - evidence.mean(1, keepdim=True)
             maps = torch.cat([cam, contrast], 1)
-            maps = (maps - maps.mean((2, 3), keepdim=True)) / (maps.std((2, 3), keepdim=True) + 1e-6)
+            spread = maps.std((2, 3), keepdim=True, correction=1 if late.shape[-2:].numel() > 1 else 0)
+            maps = (maps - maps.mean((2, 3), keepdim=True)) / (spread + 1e-6)
         parts = [_to_grid(self.early_proj(early), grid), _to_grid(self.late_proj(late), grid), _to_grid(maps, grid)]
         return self.head(torch.cat(parts, 1))
 
