@@ -357,7 +357,8 @@ def colour_default(image_size: int = 0, classifier_arch: str = "resnet") -> Nice
         # Scenes, 224 px view, 100 native test frames (docs/results.md): the U-Net generator
         # collapsed or saturated and stored 0.0292x; `features` 0.0146x without the rank loss;
         # with the native keep levels 0.0109x without and 0.0089x with the rank loss at 1-10%,
-        # 0.0071x (0.88 of Grad-CAM's bytes) with the finer levels above. At 28-128 px (the
+        # 0.0071x (0.88 of Grad-CAM's bytes) with the finer levels above; on 500 frames 0.0092x
+        # (0.198 of the best whole-image oracle, 1.07x Grad-CAM's bytes). At 28-128 px (the
         # object fills the frame) `conv` is what was measured.
         cfg.generator = GeneratorConfig(arch="features", width=16)
         cfg.train_generator = MaskTrainConfig(rank_weight=1.0, rank_keep=(0.01, 0.02, 0.05, 0.1), mixing="lowres")
