@@ -63,7 +63,7 @@ def main() -> None:
     cache = Path(args.out).with_suffix(".oracles.json")
     oracles = oracle_bytes(sources, model, cache)
     best = np.min(np.stack([np.array(v) for v in oracles.values()]), axis=0)
-    results = {"images": len(sources), "source_bytes": int(src.sum()),
+    results = {"ranking": args.ranking or "nice", "images": len(sources), "source_bytes": int(src.sum()),
                "oracles": {f: float(np.sum(v) / src.sum()) for f, v in oracles.items()},
                "oracle_best": float(best.sum() / src.sum()), "variants": {}}
     print(json.dumps({k: v for k, v in results.items() if k != "variants"}), flush=True)
