@@ -90,7 +90,8 @@ def main() -> None:
                "density": float(np.mean([r.row.get("mask_density") or 1.0 for r in rows])),
                "keep": float(np.mean(keeps)), "quality": float(np.mean(quals)) if quals else None,
                "formats": fmts, "cpu_ms": cpu_ms, "wall_ms": wall_ms, "rank_ms": comp.rank_seconds * 1000 / len(items)}
-        results["variants"][name] = {"overrides": json.loads(overrides), **res}
+        results["variants"][name] = {"overrides": json.loads(overrides), **res,
+                                     "frame_bytes": out.tolist(), "frame_keep": keeps}  # per frame, for comparisons
         print(name, json.dumps(res), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
 
