@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -361,5 +361,5 @@ def colour_default(image_size: int = 0, classifier_arch: str = "resnet") -> Nice
         # (0.198 of the best whole-image oracle, 1.07x Grad-CAM's bytes). At 28-128 px (the
         # object fills the frame) `conv` is what was measured.
         cfg.generator = GeneratorConfig(arch="features", width=16)
-        cfg.train_generator = MaskTrainConfig(rank_weight=1.0, rank_keep=(0.01, 0.02, 0.05, 0.1), mixing="lowres")
+        cfg.train_generator = replace(cfg.train_generator, rank_weight=1.0, rank_keep=(0.01, 0.02, 0.05, 0.1))
     return cfg
