@@ -71,7 +71,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             flags.setdefault(section, {})[key] = value
     if getattr(args, "format", None):
         # the search (view-sized and native) honours the container asked for
-        flags.setdefault("search", {}).update(formats=[args.format], native_formats=[args.format])
+        flags.setdefault("search", {}).update(formats=[args.format], native_formats=[args.format], native_fallback=[])
     if getattr(args, "keep_metadata", False):
         flags.setdefault("codec", {})["strip_metadata"] = False
     if getattr(args, "fixed", False) or getattr(args, "quality", None) is not None or getattr(args, "tau", None) is not None:

@@ -210,6 +210,11 @@ class SearchConfig:
     native_detail: float = 0.0
     native_formats: tuple[str, ...] = ("webp", "avif", "jpeg")
     native_tries: int = 3
+    # Formats retried, on the same passing levels, when every try in `native_formats` flipped the
+    # prediction: a fragile prediction that one codec's artefacts turn (scenes frame 373: AVIF at
+    # every quality) may survive another's, and a JPEG at a third of the source's bytes beats
+    # keeping the source. Costs encodes only on such images.
+    native_fallback: tuple[str, ...] = ("jpeg",)
     native_proxy_pixels: int = 250_000  # the format is chosen on a proxy of about this many pixels
     # Images of at most this many pixels run the full search (every rung encoded at native size).
     full_search_pixels: int = 65_536

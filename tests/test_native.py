@@ -234,6 +234,45 @@ def test_a_panorama_wider_than_webp_is_an_outcome_not_a_failure(colour_model, tm
         assert row["format_out"] != "webp" and Image.open(io.BytesIO(res[0].output)).size == (17000, 120)
 
 
+def test_a_flip_in_every_native_format_falls_back_to_another_format():
+    """A prediction that the primary format's artefacts turn at every level is retried in
+    `native_fallback` on the same passing levels before the source is kept. The classifier here
+    is a real function of the decoded pixels: it keeps its answer while the view stays within
+    an error that JPEG q95 meets and AVIF q5 does not."""
+    from nice.codec import Rung, decode, encode, final_effort
+    from nice.compress.native import NativeImage, NativeSearch
+    from nice.config import CodecConfig, MixingConfig, SearchConfig
+
+    view = View(ClassifierConfig(arch="resnet", in_channels=3, image_size=64))
+    x = np.asarray(photos.photo_image("astronaut", (512, 384)))
+    ref = view.apply(x).astype(np.float32)
+    effort = final_effort(CodecConfig(), SearchConfig())
+
+    def err(v: np.ndarray) -> float:
+        return float(np.abs(v.astype(np.float32) - ref).mean())
+
+    jpeg_err = err(view.apply(decode(encode(x, "RGB", Rung("jpeg", quality=95), effort), "RGB")))
+    avif_err = err(view.apply(decode(encode(x, "RGB", Rung("avif", quality=5), effort), "RGB")))
+    assert jpeg_err < avif_err
+    limit = (jpeg_err + avif_err) / 2
+
+    def classify(views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pred = np.array([0 if err(v) < limit else 1 for v in views])
+        return pred, np.ones(len(views), np.float32)
+
+    search = NativeSearch(view, classify, MixingConfig(mode="mean", pool=8), effort, tries=3, proxy_pixels=50_000)
+    img = NativeImage(x, block=16, pool=16, source_bytes=10**9, pred=0)
+    grid = np.zeros((384 // 16, 512 // 16), np.float32)
+    levels = [(0.1, np.where(np.arange(grid.size).reshape(grid.shape) % 10 == 0, 1.0, 0.0).astype(np.float32)),
+              (1.0, np.ones_like(grid))]
+    alone = search.run(img, levels, [Rung("avif", quality=5)])
+    assert alone.choice is None, "AVIF q5 flips the only passing level: the source would be kept"
+    out = search.run(img, levels, [Rung("avif", quality=5)], [Rung("avif", quality=95), Rung("jpeg", quality=95)])
+    assert out.choice is not None and out.choice.fmt == "jpeg" and out.choice.level == 1.0
+    assert classify(view.apply(decode(out.choice.data, "RGB"))[None])[0][0] == 0, "the stored file verifies"
+    assert out.levels_tried == 2, "one AVIF try, one JPEG try: a format already tried is not retried"
+
+
 @pytest.mark.parametrize("fmt", ["webp", "avif"])
 def test_keep_metadata_keeps_exif_without_thumbnail(colour_model, fmt):
     data = photos.rotated_jpeg("chelsea", (400, 300), orientation=6)

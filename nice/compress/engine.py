@@ -254,17 +254,20 @@ class Compressor:
         img = NativeImage(w.x, block, native_pool(geom, self.cfg.mixing.pool, block), len(w.item.data),
                           w.pred_src, icc=d.icc, exif=None if self.cfg.codec.strip_metadata else d.exif,
                           detail=max(1, int(1 / (geom.scale * detail))) if detail > 0 else 1)
-        o = self.native.run(img, levels, self._native_rungs(d.format, w.store_mode))
+        o = self.native.run(img, levels, self._native_rungs(d.format, w.store_mode),
+                            self._native_rungs(d.format, w.store_mode, fallback=True))
         w.tried = o.levels_tried  # native encodes verified
         return o
 
-    def _native_rungs(self, source_format: str, store_mode: str) -> list[Rung]:
+    def _native_rungs(self, source_format: str, store_mode: str, fallback: bool = False) -> list[Rung]:
+        """The native search's formats (`fallback`: those retried when every try flipped)."""
         if not self.cfg.search.enabled:
-            return [fixed_rung(self.cfg.codec, output_format(self.cfg.codec, source_format))]
-        fmts = search_formats(self.cfg.search.native_formats, source_format)
+            return [] if fallback else [fixed_rung(self.cfg.codec, output_format(self.cfg.codec, source_format))]
+        sc = self.cfg.search
+        fmts = search_formats(sc.native_fallback if fallback else sc.native_formats, source_format)
         if store_mode == "L":  # lossy WebP/AVIF are YUV: a grey photo would come back tinted
-            fmts = [f for f in fmts if f in ("jpeg", "png")] or ["jpeg"]
-        q = self.cfg.search.native_quality
+            fmts = [f for f in fmts if f in ("jpeg", "png")] or ([] if fallback else ["jpeg"])
+        q = sc.native_quality
         return [Rung(f, levels=256) if f == "png" else Rung(f, quality=q) for f in fmts]
 
     def _result(self, w: _Work, o: Outcome, masks: Masks) -> ItemResult:

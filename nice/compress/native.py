@@ -9,7 +9,9 @@ small images (every rung of every ladder encoded and classified) is out of reach
    and encoded in each format at the native quality, the smallest first;
 3. verification at native size: the candidate encoded, decoded at native size, put through
    the view and classified; on a flip the next denser passing level, at most `native_tries`
-   native encodes, and nothing is stored that is not smaller than the source.
+   native encodes, and nothing is stored that is not smaller than the source. When every
+   try flipped, the `native_fallback` formats get the same tries (a fragile prediction that
+   one codec's artefacts turn may survive another's).
 
 Mixing happens in uint8 at native size (no float copy of a 40-megapixel image): kept blocks
 keep their native pixels, the background is flat (`mean`, `zero`) or `pool`-pixel block means
@@ -100,6 +102,20 @@ def smoothed(pixels: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(img.reduce(factor).resize(img.size, Image.Resampling.BILINEAR))
 
 
+@dataclass
+class _Candidates:
+    """One image's passing levels, mixed at native size on demand (the first is mixed already)."""
+
+    pixels: np.ndarray
+    bg: np.ndarray
+    block: int
+    passing: list[tuple[float, np.ndarray]]
+    first: np.ndarray
+
+    def mixed(self, i: int) -> np.ndarray:
+        return self.first if i == 0 else mix(self.pixels, self.bg, self.passing[i][1], self.block)
+
+
 class NativeSearch:
     """Chooses and verifies one image's stored file at native size (see the module doc)."""
 
@@ -116,8 +132,11 @@ class NativeSearch:
         self.proxy_pixels = proxy_pixels
         self.qualities = tuple(sorted(int(q) for q in qualities))
 
-    def run(self, img: NativeImage, levels: Sequence[tuple[float, np.ndarray]], rungs: Sequence[Rung]) -> Outcome:
-        """`levels`: (level, native grid) candidates; `rungs`: one per format, in preference."""
+    def run(self, img: NativeImage, levels: Sequence[tuple[float, np.ndarray]], rungs: Sequence[Rung],
+            fallback: Sequence[Rung] = ()) -> Outcome:
+        """`levels`: (level, native grid) candidates; `rungs`: one per format, in preference;
+        `fallback`: formats retried on the same passing levels when every try in `rungs`
+        flipped the prediction (a fragile answer that one codec's artefacts turn)."""
         x, mode = img.pixels, ("L" if img.pixels.ndim == 2 else "RGB")
         out = Outcome(None)
         # Sparsest first: the first candidate that verifies is the smallest the mask allows.
@@ -128,6 +147,22 @@ class NativeSearch:
         pred, _ = self.classify(views)
         passing = [lv for lv, p in zip(order, pred) if int(p) == img.pred]
         out.levels_tried = len(order)
+        usable = self._usable(rungs, x, out)
+        if not passing or not usable:
+            return out
+        first = mix(x, bg, passing[0][1], img.block)  # the format choice's and the first try's
+        if len(usable) > 1:
+            usable = self._rank_formats(first, mode, usable, out)
+        cand = _Candidates(x, bg, img.block, passing, first)
+        encodes, used = self._verify(img, cand, usable, mode, out)
+        spare = [r for r in self._usable(fallback, x, out) if r.fmt not in used]
+        if out.choice is None and not out.too_big and spare:
+            more, _ = self._verify(img, cand, spare, mode, out)
+            encodes += more
+        out.levels_tried = encodes
+        return out
+
+    def _usable(self, rungs: Sequence[Rung], x: np.ndarray, out: Outcome) -> list[Rung]:
         usable = []
         for rung in rungs:
             why = limit_reason(rung.fmt, x.shape[1], x.shape[0])
@@ -135,16 +170,20 @@ class NativeSearch:
                 out.notes.append(why)
             else:
                 usable.append(rung)
-        if not passing or not usable:
-            return out
-        first = mix(x, bg, passing[0][1], img.block)  # the format choice's and the first try's
-        if len(usable) > 1:
-            usable = self._rank_formats(first, mode, usable, out)
+        return usable
+
+    def _verify(self, img: NativeImage, cand: "_Candidates", usable: list[Rung], mode: str,
+                out: Outcome) -> tuple[int, set[str]]:
+        """The passing levels, sparsest first, each encoded in the first format that can write
+        it and verified at native size, at most `tries` of them; sets `out.choice` to the first
+        that keeps the prediction (then lowered on the quality ladder). Returns the encodes
+        spent and the formats tried."""
         tries = encodes = 0
-        for level, grid in passing:
+        used: set[str] = set()
+        for i, (level, grid) in enumerate(cand.passing):
             if tries >= self.tries:
                 break
-            mixed = first if tries == 0 else mix(x, bg, grid, img.block)
+            mixed = cand.mixed(i)
             data = None
             for rung in usable:
                 try:
@@ -154,7 +193,8 @@ class NativeSearch:
                     out.notes.append(str(exc))
                     usable = [r for r in usable if r != rung]
             if data is None:
-                return out
+                break
+            used.add(rung.fmt)
             tries += 1
             encodes += 1
             if len(data) >= img.source_bytes:
@@ -166,8 +206,7 @@ class NativeSearch:
                                     float(level), int(p[0]), float(conf[0]), rung)
                 encodes += self._lower(mixed, mode, img, rung, out)
                 break
-        out.levels_tried = encodes
-        return out
+        return encodes, used
 
     def _lower(self, mixed: np.ndarray, mode: str, img: NativeImage, rung: Rung, out: Outcome) -> int:
         """Bisect the quality ladder below the verified `rung` for the lowest quality that
