@@ -210,10 +210,11 @@ class SearchConfig:
     native_detail: float = 0.0
     native_formats: tuple[str, ...] = ("webp", "avif", "jpeg")
     native_tries: int = 3
-    # Formats retried, on the same passing levels, when every try in `native_formats` flipped the
-    # prediction: a fragile prediction that one codec's artefacts turn (scenes frame 373: AVIF at
-    # every quality) may survive another's, and a JPEG at a third of the source's bytes beats
-    # keeping the source. Costs encodes only on such images.
+    # When every try flipped the prediction (a borderline answer that codec artefacts turn either
+    # way, not monotonically in quality), the sparsest passing level is retried up the quality
+    # ladder, at most `native_tries` encodes per format, in `native_formats` and then in these
+    # (scenes frame 373: kept as its 87 kB source before; AVIF keeps it at q10, JPEG at q5).
+    # Costs encodes only on such images.
     native_fallback: tuple[str, ...] = ("jpeg",)
     native_proxy_pixels: int = 250_000  # the format is chosen on a proxy of about this many pixels
     # Images of at most this many pixels run the full search (every rung encoded at native size).

@@ -273,6 +273,40 @@ def test_a_flip_in_every_native_format_falls_back_to_another_format():
     assert out.levels_tried == 2, "one AVIF try, one JPEG try: a format already tried is not retried"
 
 
+def test_a_borderline_prediction_is_rescued_up_the_quality_ladder():
+    """When every try flipped, the sparsest passing level is retried up the quality ladder,
+    lowest first: a borderline answer turns with codec artefacts, not monotonically in quality
+    (scenes frame 373). The classifier is a real function of the decoded view whose answer
+    turns at AVIF q80's error and back at q35's."""
+    from nice.codec import Rung, decode, encode, final_effort
+    from nice.compress.native import NativeImage, NativeSearch
+    from nice.config import CodecConfig, MixingConfig, SearchConfig
+
+    view = View(ClassifierConfig(arch="resnet", in_channels=3, image_size=64))
+    x = np.asarray(photos.photo_image("chelsea", (480, 320)))
+    ref = view.apply(x).astype(np.float32)
+    effort = final_effort(CodecConfig(), SearchConfig())
+
+    def err(v: np.ndarray) -> float:
+        return float(np.abs(v.astype(np.float32) - ref).mean())
+
+    e = {q: err(view.apply(decode(encode(x, "RGB", Rung("avif", quality=q), effort), "RGB"))) for q in (5, 35, 80)}
+    assert 0 < e[80] < e[35] < e[5]
+
+    def classify(views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keeps = [err(v) < e[80] / 2 or (e[80] + e[35]) / 2 < err(v) < (e[35] + e[5]) / 2 for v in views]
+        return np.array([0 if k else 1 for k in keeps]), np.ones(len(views), np.float32)
+
+    grid = np.ones((320 // 16, 480 // 16), np.float32)
+    img = NativeImage(x, block=16, pool=16, source_bytes=10**9, pred=0)
+    search = NativeSearch(view, classify, MixingConfig(mode="mean", pool=8), effort, tries=3, proxy_pixels=50_000,
+                          qualities=(5, 35))
+    out = search.run(img, [(1.0, grid)], [Rung("avif", quality=80)])
+    assert out.choice is not None and out.choice.rung == Rung("avif", quality=35), out.choice
+    assert out.levels_tried == 3, "q80 flipped, then q5 flipped and q35 kept"
+    assert classify(view.apply(decode(out.choice.data, "RGB"))[None])[0][0] == 0, "the stored file verifies"
+
+
 @pytest.mark.parametrize("fmt", ["webp", "avif"])
 def test_keep_metadata_keeps_exif_without_thumbnail(colour_model, fmt):
     data = photos.rotated_jpeg("chelsea", (400, 300), orientation=6)

@@ -10,8 +10,8 @@ small images (every rung of every ladder encoded and classified) is out of reach
 3. verification at native size: the candidate encoded, decoded at native size, put through
    the view and classified; on a flip the next denser passing level, at most `native_tries`
    native encodes, and nothing is stored that is not smaller than the source. When every
-   try flipped, the `native_fallback` formats get the same tries (a fragile prediction that
-   one codec's artefacts turn may survive another's).
+   try flipped (a borderline prediction that codec artefacts turn either way), the sparsest
+   passing level is retried up the quality ladder in each format and in `native_fallback`.
 
 Mixing happens in uint8 at native size (no float copy of a 40-megapixel image): kept blocks
 keep their native pixels, the background is flat (`mean`, `zero`) or `pool`-pixel block means
@@ -135,8 +135,8 @@ class NativeSearch:
     def run(self, img: NativeImage, levels: Sequence[tuple[float, np.ndarray]], rungs: Sequence[Rung],
             fallback: Sequence[Rung] = ()) -> Outcome:
         """`levels`: (level, native grid) candidates; `rungs`: one per format, in preference;
-        `fallback`: formats retried on the same passing levels when every try in `rungs`
-        flipped the prediction (a fragile answer that one codec's artefacts turn)."""
+        `fallback`: formats for the rescue when every try in `rungs` flipped the prediction
+        (see `_rescue`)."""
         x, mode = img.pixels, ("L" if img.pixels.ndim == 2 else "RGB")
         out = Outcome(None)
         # Sparsest first: the first candidate that verifies is the smallest the mask allows.
@@ -155,10 +155,10 @@ class NativeSearch:
             usable = self._rank_formats(first, mode, usable, out)
         cand = _Candidates(x, bg, img.block, passing, first)
         encodes, used = self._verify(img, cand, usable, mode, out)
-        spare = [r for r in self._usable(fallback, x, out) if r.fmt not in used]
-        if out.choice is None and not out.too_big and spare:
-            more, _ = self._verify(img, cand, spare, mode, out)
-            encodes += more
+        if out.choice is None and not out.too_big:
+            fmts = {r.fmt for r in usable}
+            more = usable + [r for r in self._usable(fallback, x, out) if r.fmt not in fmts]
+            encodes += self._rescue(img, cand, more, used, mode, out)
         out.levels_tried = encodes
         return out
 
@@ -207,6 +207,38 @@ class NativeSearch:
                 encodes += self._lower(mixed, mode, img, rung, out)
                 break
         return encodes, used
+
+    def _rescue(self, img: NativeImage, cand: _Candidates, rungs: list[Rung], used: set[str], mode: str,
+                out: Outcome) -> int:
+        """Every try flipped: a borderline prediction that codec artefacts turn either way, and
+        not monotonically in quality (scenes frame 373, top-1 at 0.49: AVIF keeps it at q10-20
+        and turns it at q5 and q25-95, JPEG at q5 but not q80). The sparsest passing level is
+        retried up the quality ladder, lowest first, at most `tries` encodes per format (a
+        format's rung already tried is skipped); the first that keeps the prediction is stored.
+        Returns the encodes spent."""
+        level, grid = cand.passing[0]
+        mixed = cand.mixed(0)
+        spent = 0
+        for rung in rungs:
+            ladder = [] if rung.quality is None else [Rung(rung.fmt, quality=q) for q in self.qualities
+                                                      if q < rung.quality]
+            if rung.fmt not in used:
+                ladder.append(rung)
+            for r in ladder[:self.tries]:
+                try:
+                    data = encode(mixed, mode, r, self.effort, img.icc, img.exif)
+                except CodecLimit as exc:
+                    out.notes.append(str(exc))
+                    break
+                spent += 1
+                if len(data) >= img.source_bytes:
+                    break  # higher qualities only cost more bytes
+                p, conf = self.classify(self.view.apply(decode(data, mode))[None])
+                if int(p[0]) == img.pred:
+                    out.choice = Choice(data, r.fmt, self.effort.args(r, mode), torch.from_numpy(grid)[None, None],
+                                        float(level), int(p[0]), float(conf[0]), r)
+                    return spent
+        return spent
 
     def _lower(self, mixed: np.ndarray, mode: str, img: NativeImage, rung: Rung, out: Outcome) -> int:
         """Bisect the quality ladder below the verified `rung` for the lowest quality that
