@@ -221,7 +221,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         ctx = StepContext(Tracker())
     res = evaluate_step(resolve_model(args.model), args.dataset, args.out, ctx, limit=args.limit or None,
-                        explain_limit=args.explain_limit)
+                        explain_limit=args.explain_limit, overrides=read_overrides(args.config) if args.config else None)
     print("\n".join(res["verdicts"]))
     print(json.dumps({"report_html": res["report_html"], "report_md": res["report_md"],
                       "saving_vs_best": res["saving_vs_best"], "seconds": round(res["seconds"], 1),
@@ -405,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-track", dest="no_track", action="store_true",
                    help="do not log the run to MLflow (default: metrics and tables to MLFLOW_TRACKING_URI "
                         "or the SQLite store under NICE_HOME)")
+    p.add_argument("--config", metavar="FILE", help="JSON object of overrides of how the model compresses "
+                   "(search, codec, mixing, guard), merged onto its config as `nice compress --config` does")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="report on a compression run from its savings Parquet")

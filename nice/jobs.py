@@ -5,6 +5,8 @@ Tracker is given, and returns a small JSON-able dict."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,15 +250,27 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
 
 
 def evaluate_step(model: Any, dataset: str, out: str | Path, ctx: StepContext | None = None,
-                  limit: int | None = 2000, explain_limit: int = 500) -> dict[str, Any]:
+                  limit: int | None = 2000, explain_limit: int = 500,
+                  overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """`nice evaluate` as a step: the benchmark on a test set, its reports, and (tracked) its
-    rate and explanation metrics and tables in an `evaluate` run linked to the model."""
+    rate and explanation metrics and tables in an `evaluate` run linked to the model.
+    `overrides` (`--config`) change how the model compresses (search, codec, mixing, guard),
+    as they do for `nice compress`; the networks' own sections cannot change."""
     from nice.evaluate.suite import evaluate_model
     from nice.evaluate.tracked import log_benchmark
 
     ctx = ctx or StepContext()
-    with ctx.step("evaluate", {"model": model.uri, "dataset": dataset, "limit": limit or 0,
-                               "explain_limit": explain_limit}) as run_id:
+    if overrides:
+        cfg = model.config.with_overrides(overrides)
+        fixed = [k for k in ("classifier", "generator", "gates") if getattr(cfg, k) != getattr(model.config, k)]
+        if fixed:
+            raise ValueError(f"--config changes the {', '.join(fixed)} section of a trained model: "
+                             "only how it compresses can change at evaluation")
+        model = dataclasses.replace(model, config=cfg)
+    params = {"model": model.uri, "dataset": dataset, "limit": limit or 0, "explain_limit": explain_limit}
+    if overrides:
+        params["overrides"] = json.dumps(overrides, sort_keys=True)
+    with ctx.step("evaluate", params) as run_id:
         ctx.evaluating_model(model.uri, dataset)
         res = evaluate_model(model, dataset, out, limit=limit, explain_limit=explain_limit, progress=ctx.progress)
         log_benchmark(ctx, res)

@@ -429,6 +429,32 @@ def test_evaluate_compares_methods_at_native_size(colour_model, tmp_path):
     assert not needs_native(same, colour_model)
 
 
+def test_evaluate_takes_config_overrides_of_how_the_model_compresses(colour_model, tmp_path, capsys):
+    """`nice evaluate --config FILE` evaluates the model with other search settings (as `nice
+    compress --config` stores with them); a file that changes the networks' sections is one
+    line and exit 2."""
+    from nice.cli import main
+
+    src = tmp_path / "src"
+    for i, name in enumerate(["chelsea", "coffee", "astronaut", "rocket"] + [""] * 6):  # the model's 10 classes
+        (src / f"c{i}").mkdir(parents=True)
+        if name:
+            (src / f"c{i}" / f"{name}.jpg").write_bytes(photos.photo(name, (320, 240), quality=90))
+    model_dir = colour_model.save(tmp_path / "model")
+    over = {"search": {"native_formats": ["jpeg"], "native_keep": [0.02]}}
+    (tmp_path / "over.json").write_text(json.dumps(over))
+    args = ["evaluate", "--model", str(model_dir), "--dataset", str(src), "--limit", "2", "--explain-limit", "1",
+            "--threads", "1", "--no-track"]
+    assert main([*args, "--out", str(tmp_path / "ev"), "--config", str(tmp_path / "over.json")]) == 0
+    res = json.loads((tmp_path / "ev" / "benchmark.json").read_text())
+    assert res["config_hash"] == colour_model.config.with_overrides(over).hash() != colour_model.config.hash()
+    (tmp_path / "bad.json").write_text(json.dumps({"classifier": {"image_size": 96}}))
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "bad"), "--config", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "classifier" in err[0], err
+
+
 def test_native_keep_adds_sparser_levels_for_large_photos_only(colour_model, tmp_path):
     """`search.native_keep` levels are tried on native-size photos (their views classified in the
     same batch as `keep`'s) and never on images the full search handles."""

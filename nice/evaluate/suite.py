@@ -48,6 +48,11 @@ def load_test_set(spec: str, limit: int | None = None) -> tuple[list[bytes], lis
     raise FileNotFoundError(f"{spec}: not a builtin dataset, a dataset artifact or a labelled folder")
 
 
+def _name(class_names: Sequence[str], i: int) -> str:
+    """A class's name; its index where the model has more classes than the test set names."""
+    return class_names[i] if 0 <= i < len(class_names) else str(i)
+
+
 def explanation_figure(ex: Examples, class_names: Sequence[str], path: str | Path) -> Path:
     """One example per class: the image, each method's top blocks at NICE's density, and the
     mixed-resolution image NICE's mask gives (computed by the benchmark, drawn here)."""
@@ -63,7 +68,7 @@ def explanation_figure(ex: Examples, class_names: Sequence[str], path: str | Pat
         img = ex.pixels[r]
         grey = img.ndim == 2
         axes[r, 0].imshow(img, cmap="gray" if grey else None)
-        axes[r, 0].set_title(f"{class_names[ex.labels[r]]} (pred {class_names[ex.preds[r]]})", fontsize=6)
+        axes[r, 0].set_title(f"{_name(class_names, ex.labels[r])} (pred {_name(class_names, ex.preds[r])})", fontsize=6)
         for c, m in enumerate(methods, start=1):
             axes[r, c].imshow(tinted(img, ex.masks[m][r]))
             axes[r, c].set_title(m.replace("integrated_gradients", "IG"), fontsize=6)
@@ -287,6 +292,7 @@ def evaluate_model(model: Any, spec: str, out: str | Path, limit: int | None = 2
         figures["examples per class"] = explanation_figure(b.examples, names, out / "explanations.png")
     html_path, md_path = write_reports(b, out, f"NICE evaluation: {spec}", figures)
     result = b.to_dict() | {"verdicts": verdicts(b), "report_html": str(html_path), "report_md": str(md_path),
-                            "dataset": spec, "model": model.uri, "explanation_goal": explanation_goal(b.explain)}
+                            "dataset": spec, "model": model.uri, "config_hash": model.config.hash(),
+                            "explanation_goal": explanation_goal(b.explain)}
     (out / "benchmark.json").write_text(json.dumps(result, indent=2, default=str))
     return result
