@@ -172,7 +172,7 @@ class NativeSearch:
                 usable.append(rung)
         return usable
 
-    def _verify(self, img: NativeImage, cand: "_Candidates", usable: list[Rung], mode: str,
+    def _verify(self, img: NativeImage, cand: _Candidates, usable: list[Rung], mode: str,
                 out: Outcome) -> tuple[int, set[str]]:
         """The passing levels, sparsest first, each encoded in the first format that can write
         it and verified at native size, at most `tries` of them; sets `out.choice` to the first
