@@ -189,3 +189,35 @@ def test_cli_evaluate_report_and_explain(small_model, tmp_path, capsys):
     assert Image.open(lines[0]["overlay"]).size[0] > 300
     assert "error" in lines[1] and not (tmp_path / "ex" / "broken.explain.png").exists()
     assert np.asarray(Image.open(io.BytesIO(good.read_bytes()))).shape == (28, 28)  # source untouched
+
+
+def test_occlusion_forward_batches_are_bounded_by_pixels_and_scores_do_not_depend_on_them(monkeypatch):
+    """Occlusion forwards 64 occluded copies of every image of a batch at once: at large views
+    the images per batch shrink so a forward stays within OCCLUSION_PIXELS (a 224 px scenes
+    evaluation was killed for memory before), and the scores are the same either way."""
+    from nice.config import colour_default
+    from nice.evaluate import attributions as at
+
+    torch.manual_seed(0)
+    model = NiceModel.untrained(colour_default(96))
+    x = torch.rand(5, 3, 96, 96)
+    target = torch.zeros(5, dtype=torch.long)
+    bg = torch.full_like(x, 0.5)
+    nets = at.InferenceNets.tuned(model, x)
+    seen: list[int] = []
+    inner = nets.classifier
+
+    class Recording(torch.nn.Module):
+        def forward(self, xb: torch.Tensor) -> torch.Tensor:
+            seen.append(len(xb))
+            return inner(xb)
+
+    nets.classifier = Recording()
+    monkeypatch.setattr(at, "OCCLUSION_PIXELS", 2 * at.OCCLUSION_PER_EVAL * 96 * 96)  # two images per batch
+    bounded = at.attribute("occlusion", model, x, target, bg, nets=nets).scores
+    assert seen and max(seen) <= 2 * at.OCCLUSION_PER_EVAL
+    seen.clear()
+    monkeypatch.setattr(at, "OCCLUSION_PIXELS", 10**12)
+    whole = at.attribute("occlusion", model, x, target, bg, nets=nets).scores
+    assert max(seen) > 2 * at.OCCLUSION_PER_EVAL, "unbounded: every image's copies in one forward"
+    assert torch.allclose(bounded, whole, atol=1e-5)

@@ -86,6 +86,14 @@ def last_conv_layer(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
+# Occlusion's forward batches: OCCLUSION_PER_EVAL occluded copies per image, at most
+# OCCLUSION_PIXELS pixels in all (the 28 px views' 128 images x 64 copies). Unbounded, a 224 px
+# scenes evaluation put 50 images x 64 copies through the classifier at once (sensitivity_max
+# recomputes occlusion on 5 noisy copies of 10 images) and was killed for memory at 17 GB.
+OCCLUSION_PER_EVAL = 64
+OCCLUSION_PIXELS = 128 * OCCLUSION_PER_EVAL * 28 * 28
+
+
 def _batched(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
              target: torch.Tensor, background: torch.Tensor, batch: int) -> torch.Tensor:
     return torch.cat([fn(x[s:s + batch], target[s:s + batch], background[s:s + batch])
@@ -145,9 +153,12 @@ def attribute(method: str, model, x: torch.Tensor, target: torch.Tensor, backgro
         def run_occ(xb, tb, bb):
             # Occluding with the mixing background: the change NICE's mixing would make.
             a = occ.attribute(xb, sliding_window_shapes=(c, win, win), strides=(c, stride, stride),
-                              baselines=bb, target=tb, perturbations_per_eval=64)
+                              baselines=bb, target=tb, perturbations_per_eval=OCCLUSION_PER_EVAL)
             return a.sum(1).detach()
-        scores = _to_grid(_batched(run_occ, x, target, background, batch), block)
+        # captum forwards OCCLUSION_PER_EVAL copies of every image of a batch at once: bound
+        # the images per batch by pixels (224 px views: 2 images, 128 copies; 28 px: 128).
+        occ_batch = max(1, min(batch, OCCLUSION_PIXELS // (OCCLUSION_PER_EVAL * x.shape[-2] * x.shape[-1])))
+        scores = _to_grid(_batched(run_occ, x, target, background, occ_batch), block)
     else:
         raise ValueError(f"unknown attribution method {method!r}; choose from {METHODS}")
     elapsed = time.perf_counter() - t0
