@@ -234,34 +234,61 @@ def test_a_panorama_wider_than_webp_is_an_outcome_not_a_failure(colour_model, tm
         assert row["format_out"] != "webp" and Image.open(io.BytesIO(res[0].output)).size == (17000, 120)
 
 
+class _ErrorToSource:
+    """A photo, a 64 px view, and the mean error of a view against the source's: what the
+    native search tests' classifiers (real functions of the decoded pixels) are built on."""
+
+    def __init__(self, name: str, size: tuple[int, int]) -> None:
+        from nice.codec import final_effort
+        from nice.config import CodecConfig, SearchConfig
+
+        self.view = View(ClassifierConfig(arch="resnet", in_channels=3, image_size=64))
+        self.x = np.asarray(photos.photo_image(name, size))
+        self.ref = self.view.apply(self.x).astype(np.float32)
+        self.effort = final_effort(CodecConfig(), SearchConfig())
+
+    def __call__(self, v: np.ndarray) -> float:
+        return float(np.abs(v.astype(np.float32) - self.ref).mean())
+
+    def decoded(self, data: bytes) -> np.ndarray:
+        from nice.codec import decode
+
+        return self.view.apply(decode(data, "RGB"))
+
+    def of(self, fmt: str, quality: int) -> float:
+        from nice.codec import Rung, encode
+
+        return self(self.decoded(encode(self.x, "RGB", Rung(fmt, quality=quality), self.effort)))
+
+    def search(self, classify, qualities: tuple[int, ...] = ()):
+        from nice.compress.native import NativeImage, NativeSearch
+        from nice.config import MixingConfig
+
+        search = NativeSearch(self.view, classify, MixingConfig(mode="mean", pool=8), self.effort, tries=3,
+                              proxy_pixels=50_000, qualities=qualities)
+        return search, NativeImage(self.x, block=16, pool=16, source_bytes=10**9, pred=0)
+
+
+def _answers(keeps: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([0 if k else 1 for k in keeps]), np.ones(len(keeps), np.float32)
+
+
 def test_a_flip_in_every_native_format_falls_back_to_another_format():
     """A prediction that the primary format's artefacts turn at every level is retried in
     `native_fallback` on the same passing levels before the source is kept. The classifier here
     is a real function of the decoded pixels: it keeps its answer while the view stays within
     an error that JPEG q95 meets and AVIF q5 does not."""
-    from nice.codec import Rung, decode, encode, final_effort
-    from nice.compress.native import NativeImage, NativeSearch
-    from nice.config import CodecConfig, MixingConfig, SearchConfig
+    from nice.codec import Rung
 
-    view = View(ClassifierConfig(arch="resnet", in_channels=3, image_size=64))
-    x = np.asarray(photos.photo_image("astronaut", (512, 384)))
-    ref = view.apply(x).astype(np.float32)
-    effort = final_effort(CodecConfig(), SearchConfig())
-
-    def err(v: np.ndarray) -> float:
-        return float(np.abs(v.astype(np.float32) - ref).mean())
-
-    jpeg_err = err(view.apply(decode(encode(x, "RGB", Rung("jpeg", quality=95), effort), "RGB")))
-    avif_err = err(view.apply(decode(encode(x, "RGB", Rung("avif", quality=5), effort), "RGB")))
+    err = _ErrorToSource("astronaut", (512, 384))
+    jpeg_err, avif_err = err.of("jpeg", 95), err.of("avif", 5)
     assert jpeg_err < avif_err
     limit = (jpeg_err + avif_err) / 2
 
     def classify(views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pred = np.array([0 if err(v) < limit else 1 for v in views])
-        return pred, np.ones(len(views), np.float32)
+        return _answers([err(v) < limit for v in views])
 
-    search = NativeSearch(view, classify, MixingConfig(mode="mean", pool=8), effort, tries=3, proxy_pixels=50_000)
-    img = NativeImage(x, block=16, pool=16, source_bytes=10**9, pred=0)
+    search, img = err.search(classify)
     grid = np.zeros((384 // 16, 512 // 16), np.float32)
     levels = [(0.1, np.where(np.arange(grid.size).reshape(grid.shape) % 10 == 0, 1.0, 0.0).astype(np.float32)),
               (1.0, np.ones_like(grid))]
@@ -269,7 +296,7 @@ def test_a_flip_in_every_native_format_falls_back_to_another_format():
     assert alone.choice is None, "AVIF q5 flips the only passing level: the source would be kept"
     out = search.run(img, levels, [Rung("avif", quality=5)], [Rung("avif", quality=95), Rung("jpeg", quality=95)])
     assert out.choice is not None and out.choice.fmt == "jpeg" and out.choice.level == 1.0
-    assert classify(view.apply(decode(out.choice.data, "RGB"))[None])[0][0] == 0, "the stored file verifies"
+    assert classify(err.decoded(out.choice.data)[None])[0][0] == 0, "the stored file verifies"
     assert out.levels_tried == 2, "one AVIF try, one JPEG try: a format already tried is not retried"
 
 
@@ -278,33 +305,20 @@ def test_a_borderline_prediction_is_rescued_up_the_quality_ladder():
     lowest first: a borderline answer turns with codec artefacts, not monotonically in quality
     (scenes frame 373). The classifier is a real function of the decoded view whose answer
     turns at AVIF q80's error and back at q35's."""
-    from nice.codec import Rung, decode, encode, final_effort
-    from nice.compress.native import NativeImage, NativeSearch
-    from nice.config import CodecConfig, MixingConfig, SearchConfig
+    from nice.codec import Rung
 
-    view = View(ClassifierConfig(arch="resnet", in_channels=3, image_size=64))
-    x = np.asarray(photos.photo_image("chelsea", (480, 320)))
-    ref = view.apply(x).astype(np.float32)
-    effort = final_effort(CodecConfig(), SearchConfig())
-
-    def err(v: np.ndarray) -> float:
-        return float(np.abs(v.astype(np.float32) - ref).mean())
-
-    e = {q: err(view.apply(decode(encode(x, "RGB", Rung("avif", quality=q), effort), "RGB"))) for q in (5, 35, 80)}
+    err = _ErrorToSource("chelsea", (480, 320))
+    e = {q: err.of("avif", q) for q in (5, 35, 80)}
     assert 0 < e[80] < e[35] < e[5]
 
     def classify(views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keeps = [err(v) < e[80] / 2 or (e[80] + e[35]) / 2 < err(v) < (e[35] + e[5]) / 2 for v in views]
-        return np.array([0 if k else 1 for k in keeps]), np.ones(len(views), np.float32)
+        return _answers([err(v) < e[80] / 2 or (e[80] + e[35]) / 2 < err(v) < (e[35] + e[5]) / 2 for v in views])
 
-    grid = np.ones((320 // 16, 480 // 16), np.float32)
-    img = NativeImage(x, block=16, pool=16, source_bytes=10**9, pred=0)
-    search = NativeSearch(view, classify, MixingConfig(mode="mean", pool=8), effort, tries=3, proxy_pixels=50_000,
-                          qualities=(5, 35))
-    out = search.run(img, [(1.0, grid)], [Rung("avif", quality=80)])
+    search, img = err.search(classify, qualities=(5, 35))
+    out = search.run(img, [(1.0, np.ones((320 // 16, 480 // 16), np.float32))], [Rung("avif", quality=80)])
     assert out.choice is not None and out.choice.rung == Rung("avif", quality=35), out.choice
     assert out.levels_tried == 3, "q80 flipped, then q5 flipped and q35 kept"
-    assert classify(view.apply(decode(out.choice.data, "RGB"))[None])[0][0] == 0, "the stored file verifies"
+    assert classify(err.decoded(out.choice.data)[None])[0][0] == 0, "the stored file verifies"
 
 
 @pytest.mark.parametrize("fmt", ["webp", "avif"])
