@@ -3,7 +3,7 @@
 scenes regenerated from their seed), with the frames that decide the total.
 
     PYTHONPATH=. .venv/bin/python bench/scenes_per_frame.py --dataset /tmp/scenes \\
-        docs/reports/scenes-levers-500/nice.json docs/reports/scenes-levers-500/gradcam.json
+        docs/reports/scenes-levers-500/rescue/nice.json docs/reports/scenes-levers-500/rescue/gradcam.json
 """
 from __future__ import annotations
 

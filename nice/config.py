@@ -220,6 +220,10 @@ class SearchConfig:
     # Images of at most this many pixels run the full search (every rung encoded at native size).
     full_search_pixels: int = 65_536
 
+    def native_levels(self, levels: tuple[float, ...]) -> tuple[float, ...]:
+        """The keep levels tried at native size: `levels` and `native_keep`, each once."""
+        return tuple(sorted(set(levels) | set(self.native_keep)))
+
 
 @dataclass
 class PromotionConfig:

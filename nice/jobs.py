@@ -5,10 +5,9 @@ Tracker is given, and returns a small JSON-able dict."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -260,15 +259,14 @@ def evaluate_step(model: Any, dataset: str, out: str | Path, ctx: StepContext | 
     from nice.evaluate.tracked import log_benchmark
 
     ctx = ctx or StepContext()
+    params = {"model": model.uri, "dataset": dataset, "limit": limit or 0, "explain_limit": explain_limit}
     if overrides:
         cfg = model.config.with_overrides(overrides)
         fixed = [k for k in ("classifier", "generator", "gates") if getattr(cfg, k) != getattr(model.config, k)]
         if fixed:
             raise ValueError(f"--config changes the {', '.join(fixed)} section of a trained model: "
                              "only how it compresses can change at evaluation")
-        model = dataclasses.replace(model, config=cfg)
-    params = {"model": model.uri, "dataset": dataset, "limit": limit or 0, "explain_limit": explain_limit}
-    if overrides:
+        model = replace(model, config=cfg)
         params["overrides"] = json.dumps(overrides, sort_keys=True)
     with ctx.step("evaluate", params) as run_id:
         ctx.evaluating_model(model.uri, dataset)

@@ -227,7 +227,7 @@ class Compressor:
             else:
                 levels = sub.levels
                 if sub.kind == "keep":  # sparser levels for large photos: one batch of views tries them all
-                    levels = tuple(sorted(set(levels) | set(self.cfg.search.native_keep)))
+                    levels = self.cfg.search.native_levels(levels)
                 grids = {lv: sub.make(lv)[:, 0].numpy() for lv in levels}  # each level once per group
                 outcomes = [self._search_native(w, {lv: g[j] for lv, g in grids.items()}, geom, block)
                             for j, w in enumerate(group)]

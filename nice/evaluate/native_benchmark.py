@@ -213,7 +213,7 @@ def run_native_benchmark(sources: Sequence[bytes], labels: Sequence[int], model:
         return p
 
     # NICE as `nice compress` stores it: the same engine, the same guard.
-    levels = ", ".join(f"{k:g}" for k in sorted(set(cfg.search.keep) | set(cfg.search.native_keep), reverse=True))
+    levels = ", ".join(f"{k:g}" for k in reversed(cfg.search.native_levels(cfg.search.keep)))
     points = [engine("nice", f"per-image search at native size (keep {levels})", None)]
     for m in rankings:
         points.append(engine(m, "through NICE's native search", ranking_fn(m, model)))
