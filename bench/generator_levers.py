@@ -11,7 +11,7 @@ deletion/insertion AUC on the stored background, and the bytes ratio of the per-
   python bench/generator_levers.py --model M --dataset mnist --out OUT --rank-smooth-px 1 \
       --mu 1 --limit 20000 --measure 1000
   python bench/generator_levers.py --model M --dataset SCENES --out OUT --generator '{"arch": "features"}' \
-      --lr 2e-3 --epochs 2 --limit 5000
+      --lr 2e-3 --epochs 2 --limit 5000 --set '{"train_generator": {"task_loss": "ce"}}'
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--teacher-weight", type=float, default=1.0)
     ap.add_argument("--generator", default=None,
                     help='JSON override of the generator section, e.g. \'{"arch": "features"}\': trained from scratch')
+    ap.add_argument("--set", default=None, help="a partial config (JSON) merged over the lever's, e.g. "
+                    "'{\"train_generator\": {\"task_loss\": \"ce\"}}' or '{\"gates\": {\"block\": 4}}'")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--limit", type=int, default=20000, help="training images (0 = all)")
@@ -84,8 +86,11 @@ def main() -> None:
         over["search"] = {"rank_smooth_px": args.rank_smooth_px}
     if args.generator:
         over["generator"] = json.loads(args.generator)
+    for section, values in (json.loads(args.set) if args.set else {}).items():
+        over[section] = {**over.get(section, {}), **values}
     cfg = model.config.with_overrides(over)
-    init = model.generator if cfg.generator == model.config.generator else None  # another architecture: from scratch
+    same = cfg.generator == model.config.generator and cfg.gates == model.config.gates
+    init = model.generator if same else None  # another architecture or gate grid: from scratch
     train, val, names, _ = training_data(args.dataset, limit=args.limit or None, view=View.of(cfg.classifier))
     report: dict[str, object] = {"out": str(Path(args.out)), **over}
     if args.teacher:

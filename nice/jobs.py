@@ -255,6 +255,7 @@ def evaluate_step(model: Any, dataset: str, out: str | Path, ctx: StepContext | 
     rate and explanation metrics and tables in an `evaluate` run linked to the model.
     `overrides` (`--config`) change how the model compresses (search, codec, mixing, guard),
     as they do for `nice compress`; the networks' own sections cannot change."""
+    from nice.data.sources import BUILTIN
     from nice.evaluate.suite import evaluate_model
     from nice.evaluate.tracked import log_benchmark
 
@@ -268,6 +269,9 @@ def evaluate_step(model: Any, dataset: str, out: str | Path, ctx: StepContext | 
                              "only how it compresses can change at evaluation")
         model = replace(model, config=cfg)
         params["overrides"] = json.dumps(overrides, sort_keys=True)
+    if dataset in BUILTIN or (Path(dataset) / "manifest.json").is_file():  # a labelled folder has no metadata
+        channels, sizes = dataset_images(dataset)
+        check_dataset_fits(model.config, dataset, channels, sizes, f"the model {model.uri}")
     with ctx.step("evaluate", params) as run_id:
         ctx.evaluating_model(model.uri, dataset)
         res = evaluate_model(model, dataset, out, limit=limit, explain_limit=explain_limit, progress=ctx.progress)

@@ -162,3 +162,28 @@ def test_train_mask_generator_on_data_the_classifier_cannot_take_is_exit_2(case,
             "wrong class count": "3 classes"}[case]
     assert want in err[0]
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("case", ["colour data, grey model", "wrong class count"])
+def test_evaluate_on_data_the_model_cannot_take_is_exit_2(case, tmp_path, capsys):
+    """A data/model mismatch at evaluation is one line and exit 2, before any report is written."""
+    from nice.bundle import NiceModel
+    from nice.config import NiceConfig
+
+    colour = case == "colour data, grey model"
+    src = _labelled_folder(tmp_path / "src", 28, colour=colour)
+    assert main(["ingest", f"folder:{src}", "--out", str(tmp_path / "ds")]) == 0
+    cfg = NiceConfig()
+    cfg.classifier.num_classes = 3 if colour else 10
+    torch.manual_seed(0)
+    NiceModel.untrained(cfg).save(tmp_path / "model", {})
+    capsys.readouterr()
+    # An artifact; for the class count also a labelled folder (it has no channel metadata: the
+    # view converts each image, as the compressor does).
+    for dataset in [str(tmp_path / "ds")] + ([] if colour else [str(src)]):
+        assert main(["evaluate", "--model", str(tmp_path / "model"), "--dataset", dataset,
+                     "--out", str(tmp_path / "ev"), "--no-track"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: dataset "), err
+        assert ("colour (3 channels)" if colour else "3 classes") in err[0]
+        assert not (tmp_path / "ev").exists()

@@ -48,6 +48,15 @@ def load_test_set(spec: str, limit: int | None = None) -> tuple[list[bytes], lis
     raise FileNotFoundError(f"{spec}: not a builtin dataset, a dataset artifact or a labelled folder")
 
 
+def check_classes(model: Any, spec: str, class_names: Sequence[str]) -> None:
+    """Refuse, in one sentence, a test set of another class count than the model's, rather
+    than a report of meaningless numbers."""
+    k = model.config.classifier.num_classes
+    if len(class_names) != k:
+        raise ValueError(f"dataset {spec} has {len(class_names)} classes but the model {model.uri} was trained on "
+                         f"{k}: evaluate it on the data it was trained on")
+
+
 def _name(class_names: Sequence[str], i: int) -> str:
     """A class's name; its index where the model has more classes than the test set names."""
     return class_names[i] if 0 <= i < len(class_names) else str(i)
@@ -280,9 +289,10 @@ def evaluate_model(model: Any, spec: str, out: str | Path, limit: int | None = 2
                    progress: bool = True) -> dict[str, Any]:
     from nice.evaluate.plots import rate_accuracy_plot
 
+    sources, labels, names = load_test_set(spec, limit)
+    check_classes(model, spec, names)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sources, labels, names = load_test_set(spec, limit)
     b = run_benchmark(sources, labels, model, explain_limit=explain_limit, progress=progress,
                       goals=SCENES_GOALS if is_scenes(spec) else None)
     # Mixed-resolution methods as the product stores them (guarded), codec baselines as they are.
