@@ -80,6 +80,9 @@ class GeneratorConfig:
     depth: int = 2  # number of stride-2 stages below the gate grid
     pre_pool: int = 1  # average-pool the input by this factor first (divides the block; cheap for b >= 4)
     init_keep: float = 0.5  # initial P(gate open): away from the saturated regime
+    # `features` only: also give the head the margin map (the predicted class's evidence minus
+    # the runner-up's per cell), where an unsure prediction is decided.
+    margin_map: bool = False
 
 
 @dataclass

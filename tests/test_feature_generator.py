@@ -58,12 +58,14 @@ def test_only_the_head_trains_and_the_trunk_keeps_the_classifiers_weights_and_st
     torch.testing.assert_close(logits, clf(x))
 
 
-def test_a_feature_generator_round_trips_and_fuses(tmp_path):
+@pytest.mark.parametrize("margin_map", [False, True])
+def test_a_feature_generator_round_trips_and_fuses(tmp_path, margin_map):
     cfg = colour_default()
     cfg.classifier.width = 8
     cfg.classifier.num_classes = 10
     cfg.generator.arch = "features"
     cfg.generator.width = 8
+    cfg.generator.margin_map = margin_map
     clf = _resnet()
     gen = build_generator(cfg.generator, cfg.gates, 3, classifier=clf)
     torch.nn.init.normal_(gen.head[-1].weight, std=0.5)  # an output that depends on the input
@@ -76,6 +78,30 @@ def test_a_feature_generator_round_trips_and_fuses(tmp_path):
         torch.testing.assert_close(loaded.generator(x), want)
         torch.testing.assert_close(fuse_for_inference(loaded.generator)(x), want, atol=1e-4, rtol=1e-4)
     assert want.std() > 0.01
+
+
+def test_the_margin_map_is_the_predicted_class_evidence_minus_the_runner_ups():
+    """Where an unsure prediction is decided: per cell, the top-1 class's evidence (the last
+    stage through the classifier's linear head) minus the second class's, standardised per image."""
+    import torch.nn.functional as F
+
+    clf = _resnet(pool="max")
+    gen = build_generator(GeneratorConfig(arch="features", width=8, margin_map=True), GateConfig(block=8), 3,
+                          classifier=clf).eval()
+    seen = {}
+    gen.head[0].register_forward_hook(lambda m, inp, out: seen.update(x=inp[0]))
+    x = torch.rand(3, 3, 96, 96)
+    with torch.no_grad():
+        gen(x)
+        late, fc = clf.features(clf.normalize(x)), clf.head[-1]  # SmallResNet: features, then pool + linear
+        evidence = torch.einsum("nchw,kc->nkhw", late, fc.weight) + fc.bias.view(1, -1, 1, 1)
+        first, second = clf(x).topk(2, dim=1).indices.T
+        margin = evidence[torch.arange(3), first] - evidence[torch.arange(3), second]
+        margin = (margin - margin.mean((1, 2), keepdim=True)) / (margin.std((1, 2), keepdim=True) + 1e-6)
+        want = F.interpolate(margin[:, None], size=(12, 12), mode="bilinear", align_corners=False)[:, 0]
+    assert seen["x"].shape == (3, 2 * 8 + 3, 12, 12)
+    torch.testing.assert_close(seen["x"][:, -1], want, atol=1e-4, rtol=1e-4)
+    assert (margin.flatten(1).std(1) > 0.5).all()
 
 
 def test_a_classifier_without_a_resnet_trunk_is_one_clear_error():

@@ -118,12 +118,16 @@ def _trunk_parts(classifier: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module
 class FeatureGenerator(nn.Module):
     """log_alpha from the frozen classifier's features: its stride-8 stage, its last stage and the
     CAM of its predicted class (softmax-weighted over classes, standardised per image), each
-    brought to the gate grid, then three convolutions (the middle one dilated, for context)."""
+    brought to the gate grid, then three convolutions (the middle one dilated, for context).
+    `margin_map` adds the top-1 class's evidence minus the runner-up's: where a prediction that
+    is not sure is decided (a CAM blended over two classes hides it)."""
 
-    def __init__(self, classifier: nn.Module, block: int, width: int, init_log_alpha: float) -> None:
+    def __init__(self, classifier: nn.Module, block: int, width: int, init_log_alpha: float,
+                 margin_map: bool = False) -> None:
         super().__init__()
         _check_block(block)
         self.block = block
+        self.margin_map = margin_map
         normalize, early, late, pool, fc = (copy.deepcopy(m) for m in _trunk_parts(classifier))
         self.trunk = nn.ModuleDict({"normalize": normalize, "early": early, "late": late, "pool": pool, "fc": fc})
         for p in self.trunk.parameters():
@@ -133,7 +137,7 @@ class FeatureGenerator(nn.Module):
         self.early_proj = nn.Conv2d(c_early, width, 1)
         self.late_proj = nn.Conv2d(fc.in_features, width, 1)
         self.head = nn.Sequential(
-            nn.Conv2d(2 * width + 2, 2 * width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width + 2 + margin_map, 2 * width, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(2 * width, 2 * width, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
             nn.Conv2d(2 * width, 1, 3, padding=1),
         )
@@ -156,7 +160,12 @@ class FeatureGenerator(nn.Module):
             evidence = torch.einsum("nchw,kc->nkhw", late, fc.weight) + fc.bias.view(1, -1, 1, 1)
             cam = torch.einsum("nkhw,nk->nhw", evidence, probs).unsqueeze(1)
             contrast = cam - evidence.mean(1, keepdim=True)
-            maps = torch.cat([cam, contrast], 1)
+            maps = [cam, contrast]
+            if self.margin_map:
+                top2 = probs.topk(2, dim=1).indices  # a classifier has 2 classes or more
+                ranked = evidence.gather(1, top2[:, :, None, None].expand(-1, -1, *evidence.shape[-2:]))
+                maps.append(ranked[:, :1] - ranked[:, 1:])
+            maps = torch.cat(maps, 1)
             spread = maps.std((2, 3), keepdim=True, correction=1 if late.shape[-2:].numel() > 1 else 0)
             maps = (maps - maps.mean((2, 3), keepdim=True)) / (spread + 1e-6)
         parts = [_to_grid(self.early_proj(early), grid), _to_grid(self.late_proj(late), grid), _to_grid(maps, grid)]
@@ -187,5 +196,5 @@ def build_generator(cfg: GeneratorConfig, gates: GateConfig, in_channels: int,
     if cfg.arch == "features":
         if classifier is None:
             raise ValueError("generator arch 'features' is built from its classifier; none was given")
-        return FeatureGenerator(classifier, gates.block, cfg.width, init)
+        return FeatureGenerator(classifier, gates.block, cfg.width, init, cfg.margin_map)
     raise ValueError(f"unknown generator arch {cfg.arch!r}; expected conv, features or reference")
