@@ -221,3 +221,18 @@ def test_occlusion_forward_batches_are_bounded_by_pixels_and_scores_do_not_depen
     whole = at.attribute("occlusion", model, x, target, bg, nets=nets).scores
     assert max(seen) > 2 * at.OCCLUSION_PER_EVAL, "unbounded: every image's copies in one forward"
     assert torch.allclose(bounded, whole, atol=1e-5)
+
+
+def test_the_preservation_verdict_names_ties_and_never_calls_an_equal_score_a_loss():
+    from nice.evaluate.benchmark import Benchmark, ExplainScore
+    from nice.evaluate.suite import verdicts
+
+    def score(method, p5, p10):
+        return ExplainScore(method, 0.2, 0.8, {"5%": p5, "10%": p10})
+
+    # Grad-CAM first in the list and equal at 5%: NICE ties for the best (before: "NICE is NOT the best").
+    b = Benchmark(images=10, source_accuracy=1.0, source_bytes=1, points=[], best_nice=None, seconds=1.0,
+                  channels=3, explain=[score("gradcam", 0.8, 0.9), score("nice", 0.8, 0.8), score("occlusion", 0.8, 0.7)])
+    lines = [x for x in verdicts(b) if x.startswith("Keeping the top")]
+    assert lines[0] == "Keeping the top 5% of pixels, NICE's ranking gives the highest accuracy (80.0%, tied with gradcam, occlusion)."
+    assert lines[1] == "Keeping the top 10% of pixels, NICE is NOT the best: gradcam 90.0% vs NICE 80.0%."

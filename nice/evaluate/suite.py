@@ -131,10 +131,12 @@ def verdicts(b: Benchmark) -> list[str]:
     if "nice" in by:
         nice = by["nice"]
         for frac in nice.preservation:
-            best = max(b.explain, key=lambda e: e.preservation.get(frac, 0))
+            best = max(b.explain, key=lambda e: (e.preservation.get(frac, 0), e.method == "nice"))
             if best.method == "nice":
+                ties = [e.method for e in b.explain
+                        if e.method != "nice" and e.preservation.get(frac, 0) == nice.preservation[frac]]
                 lines.append(f"Keeping the top {frac} of pixels, NICE's ranking gives the highest accuracy "
-                             f"({nice.preservation[frac] * 100:.1f}%).")
+                             f"({nice.preservation[frac] * 100:.1f}%{', tied with ' + ', '.join(ties) if ties else ''}).")
             else:
                 lines.append(f"Keeping the top {frac} of pixels, NICE is NOT the best: {best.method} "
                              f"{best.preservation[frac] * 100:.1f}% vs NICE {nice.preservation[frac] * 100:.1f}%.")
