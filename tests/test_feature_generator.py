@@ -124,6 +124,7 @@ def test_the_colour_default_for_large_views_reads_the_classifiers_features(arch,
     # The cross-entropy to the predicted class for the features generator (measured on scenes),
     # the KL to the classifier's softmax where the object fills the frame.
     assert cfg.train_generator.task_loss == ("ce" if want == "features" else "kl")
+    assert cfg.train_generator.epochs == (2 if want == "features" else 4)
     # What `nice train-classifier` starts from: the overrides' view and architecture pick the
     # profile, and the overrides still win over it.
     over = {"classifier": {"image_size": view, "arch": arch}, "train_generator": {"epochs": 7}}
