@@ -11,7 +11,7 @@ deletion/insertion AUC on the stored background, and the bytes ratio of the per-
   python bench/generator_levers.py --model M --dataset mnist --out OUT --rank-smooth-px 1 \
       --mu 1 --limit 20000 --measure 1000
   python bench/generator_levers.py --model M --dataset SCENES --out OUT --generator '{"arch": "features"}' \
-      --lr 2e-3 --epochs 2 --limit 5000 --set '{"train_generator": {"task_loss": "ce"}}'
+      --lr 2e-3 --epochs 2 --set '{"train_generator": {"task_loss": "ce"}}'
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from nice.bundle import NiceModel
-from nice.data.sources import training_data
+from nice.data.sources import BUILTIN, training_data
 from nice.device import configure_threads
 from nice.training.mask_generator import train_mask_generator
 from nice.training.teacher import TEACHERS, WithTeacher, teacher_scores
@@ -65,9 +65,15 @@ def main() -> None:
                     "'{\"train_generator\": {\"task_loss\": \"ce\"}}' or '{\"gates\": {\"block\": 4}}'")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--limit", type=int, default=20000, help="training images (0 = all)")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="training images of a builtin set (default 20000, 0 = all); an artifact trains on its "
+                         "whole train split")
     ap.add_argument("--measure", type=int, default=0, help="measure both models on the first N test images")
     args = ap.parse_args()
+    if args.dataset in BUILTIN:
+        args.limit = 20000 if args.limit is None else args.limit
+    elif args.limit:
+        ap.error("--limit applies to builtin sets (mnist, fashion-mnist); an artifact trains on its whole train split")
     configure_threads()
     model = NiceModel.load(args.model)
     tg = {"epochs": args.epochs, "lr": args.lr}

@@ -377,7 +377,7 @@ def colour_default(image_size: int = 0, classifier_arch: str = "resnet") -> Nice
         # (0.936 -> 0.915 of Grad-CAM's bytes), the gain on the frames the classifier gets wrong.
         cfg.generator = GeneratorConfig(arch="features", width=16)
         # Two epochs: four (the general default) made the masks denser (500 frames, KL: 0.00755x
-        # after 2 epochs on 5,000 frames, 0.00785x after 4 on all 10,000).
+        # after 2 epochs on the 10,000 train frames, 0.00785x after 4).
         cfg.train_generator = replace(cfg.train_generator, rank_weight=1.0, rank_keep=(0.01, 0.02, 0.05, 0.1),
                                       task_loss="ce", epochs=2)
     return cfg
