@@ -57,11 +57,6 @@ def check_classes(model: Any, spec: str, class_names: Sequence[str]) -> None:
                          f"{k}: evaluate it on the data it was trained on")
 
 
-def _name(class_names: Sequence[str], i: int) -> str:
-    """A class's name; its index where the model has more classes than the test set names."""
-    return class_names[i] if 0 <= i < len(class_names) else str(i)
-
-
 def explanation_figure(ex: Examples, class_names: Sequence[str], path: str | Path) -> Path:
     """One example per class: the image, each method's top blocks at NICE's density, and the
     mixed-resolution image NICE's mask gives (computed by the benchmark, drawn here)."""
@@ -77,7 +72,7 @@ def explanation_figure(ex: Examples, class_names: Sequence[str], path: str | Pat
         img = ex.pixels[r]
         grey = img.ndim == 2
         axes[r, 0].imshow(img, cmap="gray" if grey else None)
-        axes[r, 0].set_title(f"{_name(class_names, ex.labels[r])} (pred {_name(class_names, ex.preds[r])})", fontsize=6)
+        axes[r, 0].set_title(f"{class_names[ex.labels[r]]} (pred {class_names[ex.preds[r]]})", fontsize=6)
         for c, m in enumerate(methods, start=1):
             axes[r, c].imshow(tinted(img, ex.masks[m][r]))
             axes[r, c].set_title(m.replace("integrated_gradients", "IG"), fontsize=6)
