@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from nice.bundle import NiceModel
+from nice.config import merge_overrides
 from nice.data.sources import BUILTIN, training_data
 from nice.device import configure_threads
 from nice.training.mask_generator import train_mask_generator
@@ -92,8 +93,7 @@ def main() -> None:
         over["search"] = {"rank_smooth_px": args.rank_smooth_px}
     if args.generator:
         over["generator"] = json.loads(args.generator)
-    for section, values in (json.loads(args.set) if args.set else {}).items():
-        over[section] = {**over.get(section, {}), **values}
+    over = merge_overrides(over, json.loads(args.set)) if args.set else over
     cfg = model.config.with_overrides(over)
     same = cfg.generator == model.config.generator and cfg.gates == model.config.gates
     init = model.generator if same else None  # another architecture or gate grid: from scratch
