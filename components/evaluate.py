@@ -9,7 +9,7 @@ def evaluate(savings: Input[Dataset], model: Input[Model], classifier: Input[Mod
              source: str, metrics: Output[Metrics], confusion: Output[ClassificationMetrics], report: Output[HTML],
              benchmark_report: Output[HTML], summary: Output[Markdown], config: dict = {},  # noqa: B006
              kfp_run_id: str = "", pipeline_name: str = "", sample: int = 400,
-             benchmark_images: int = 400) -> bool:
+             benchmark_images: int = 400, explain_images: int = 200) -> bool:
     """The compression run's accuracy and bytes, NICE against every baseline on the dataset's
     test split (rate-accuracy and explanation metrics), plots and reports; moves the `champion`
     alias to both models only when the promotion gates pass. Returns whether it did."""
@@ -34,7 +34,7 @@ def evaluate(savings: Input[Dataset], model: Input[Model], classifier: Input[Mod
                 "classifier": classifier.metadata.get("registered_version")}
     with tempfile.TemporaryDirectory() as tmp:
         bench = evaluate_model(nice_model, dataset.path, Path(tmp) / "benchmark", limit=benchmark_images or None,
-                               explain_limit=min(benchmark_images or 200, 200), progress=False)
+                               explain_limit=min(benchmark_images or explain_images, explain_images), progress=False)
         res = evaluate_savings(savings.path, source, nice_model, Path(tmp) / "run", promotion, sample=sample, ctx=ctx,
                                versions=versions, benchmark=bench)
         shutil.copyfile(res["report"], report.path)

@@ -85,6 +85,35 @@ class GeneratorConfig:
     margin_map: bool = False
 
 
+CURRICULUM_BACKGROUNDS = ("photos", "variants")
+
+
+@dataclass
+class CurriculumConfig:
+    """The object-scale curriculum for one small object in a large view (scenes; docs/results.md
+    "Scenes"): from scratch on whole views a classifier stays at chance (the object's gradient,
+    averaged with the clutter of every other cell, never starts the features). So `crop_steps`
+    on `crop`-px crops of the views, each holding the whole object (its pixel scale kept: an
+    mnist-m-like task), then `view_steps` on whole views. It needs each object's box, which a
+    scenes artifact's generator knows: it trains on `views` train scenes rendered at the view's
+    size. `crop = 0` (the default) trains on the dataset's images for `epochs` instead."""
+    crop: int = 0
+    crop_steps: int = 20_000
+    view_steps: int = 1_500
+    view_lr: float = 5e-4  # the whole-view stage (the crop stage uses train_classifier.lr)
+    views: int = 30_000
+    # "variants": the train photos in 8 orientations x 3 channel orders (more backgrounds from
+    # the same photos; the object is placed after, so it is never flipped)
+    backgrounds: str = "variants"
+    label_smoothing: float = 0.05
+    workers: int = 2  # processes that render the views
+
+    def __post_init__(self) -> None:
+        if self.backgrounds not in CURRICULUM_BACKGROUNDS:
+            raise ValueError(f"train_classifier.curriculum.backgrounds must be one of {CURRICULUM_BACKGROUNDS}, "
+                             f"got {self.backgrounds!r}")
+
+
 @dataclass
 class ClassifierTrainConfig:
     epochs: int = 4
@@ -107,6 +136,7 @@ class ClassifierTrainConfig:
     # and leaves images at or below it alone (a crop of a 28x28 digit cuts strokes off).
     augment: str = "auto"  # auto | crop | none
     crop_scale: tuple[float, float] = (0.35, 1.0)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 
 
 @dataclass

@@ -148,13 +148,30 @@ def view_size_for(sizes: set[tuple[int, int]], cap: int = 224) -> int:
     return min(cap, max((max(w, h) for w, h in sizes), default=64))
 
 
+def scenes_source(dataset: str) -> tuple[str, int] | None:
+    """(variant, seed) of a `nice ingest scenes` artifact, whose generator knows each object's
+    box; None for anything else."""
+    from nice.data.sources import BUILTIN
+
+    manifest = Path(dataset) / "manifest.json"
+    if dataset in BUILTIN or not manifest.is_file():
+        return None
+    m = json.loads(manifest.read_text())
+    source = str(m.get("source", ""))
+    if source not in ("scenes", "scenes-fashion"):
+        return None
+    return ("fashion" if source == "scenes-fashion" else "digits"), int(m.get("seed", 0))
+
+
 def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, Any] | None = None,
                           ctx: StepContext | None = None, weights: str | None = None) -> dict[str, Any]:
     """Train on a dataset artifact (or a builtin name); test accuracy on the held-out split.
     `weights`: the user's own weights file for `classifier.arch` (loaded with
-    weights_only=True), fine-tuned for `train_classifier.epochs` (0: used as it is)."""
+    weights_only=True), fine-tuned for `train_classifier.epochs` (0: used as it is).
+    A scenes artifact trains with the scenes recipe (`nice.data.scenes.TRAINING_OVERRIDES`, the
+    object-scale curriculum on scenes rendered from its generator) under `overrides`."""
     from nice.checkpoint import save_checkpoint
-    from nice.data.arrays import make_loader
+    from nice.data.arrays import ViewCache, make_loader
     from nice.data.sources import BUILTIN, training_data
     from nice.device import configure_threads
     from nice.ingest import DatasetArtifact
@@ -167,13 +184,28 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
     ctx = ctx or StepContext()
     configure_threads()
     channels, sizes = dataset_images(dataset)
+    scenes = scenes_source(dataset)
+    if scenes:
+        from nice.data.scenes import TRAINING_OVERRIDES
+
+        overrides = merge_overrides(TRAINING_OVERRIDES, overrides or {})
     cfg = base_config(channels, overrides)
     if not cfg.classifier.image_size:  # the defaults depend on the view: chosen with it
         cfg = base_config(channels, merge_overrides(overrides or {}, {"classifier": {"image_size": view_size_for(sizes)}}))
     cfg.classifier.in_channels = channels
     check_dataset_fits(cfg, dataset, channels, sizes, "the classifier")
+    curriculum = cfg.train_classifier.curriculum
+    if curriculum.crop and not scenes:
+        raise ValueError(f"train_classifier.curriculum needs each object's box, which only a scenes artifact "
+                         f"(nice ingest scenes) has; {dataset} is not one: set curriculum.crop to 0")
     view = View(cfg.classifier)
-    train, val, names, channels = training_data(dataset, view=view, augment=Augment.of(view, cfg.train_classifier))
+    if curriculum.crop:  # trains on rendered scenes: only the val split's views are read
+        art = DatasetArtifact.open(dataset)
+        names, channels = art.class_names, art.channels
+        val = ViewCache(art.dataset("val" if art.manifest["counts"].get("val") else "test", view=view),
+                        "val views", progress=ctx.progress)
+    else:
+        train, val, names, channels = training_data(dataset, view=view, augment=Augment.of(view, cfg.train_classifier))
     cfg.classifier.num_classes = len(names)
     initial = None
     if weights:
@@ -184,8 +216,19 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
                                        **({"weights": Path(weights).name} if weights else {})},
                   model="classifier", dataset=dataset, splits=training_splits(dataset, test=True),
                   system_metrics=True) as run_id:
-        res = train_classifier(cfg, train, val, on_epoch=ctx.epoch_logger("epoch_"), progress=ctx.progress,
-                               initial=initial)
+        if curriculum.crop:
+            from nice.data.scene_views import render_train_views
+            from nice.training.curriculum import train_curriculum
+
+            variant, seed = scenes
+            views = render_train_views(variant, curriculum.views, cfg.classifier, seed, names,
+                                       curriculum.backgrounds, curriculum.workers, ctx.progress)
+            res = train_curriculum(cfg, views, val, on_epoch=ctx.epoch_logger("stage_"), progress=ctx.progress,
+                                   initial=initial)
+            del views
+        else:
+            res = train_classifier(cfg, train, val, on_epoch=ctx.epoch_logger("epoch_"), progress=ctx.progress,
+                                   initial=initial)
         final: dict[str, Any] = dict(res.final)
         if dataset not in BUILTIN:
             # Artifacts validate on `val` during training; report the held-out test split too.
@@ -392,9 +435,14 @@ def training_splits(dataset: str, test: bool = False) -> dict[str, str]:
 
 
 def _flat(section: Any, prefix: str) -> dict[str, Any]:
+    """MLflow parameters of a config section; nested sections as `prefix.section.key`."""
     from dataclasses import asdict
 
-    return {f"{prefix}{k}": v for k, v in asdict(section).items()}
+    def walk(d: dict[str, Any], pre: str) -> Iterator[tuple[str, Any]]:
+        for k, v in d.items():
+            yield from walk(v, f"{pre}{k}.") if isinstance(v, dict) else [(f"{pre}{k}", v)]
+
+    return dict(walk(asdict(section), prefix))
 
 
 def _log_mask_grid(ctx: StepContext, model: Any, val: Any) -> None:

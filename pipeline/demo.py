@@ -15,6 +15,11 @@ import pyarrow.parquet as pq
 from nice.paths import nice_home
 
 BUCKET = "nice-demo"
+# Native-size scenes frames through every ranking (~7 s of CPU a frame) and every explanation
+# method (minutes a frame with sensitivity and ROAD): the scenes demo's benchmark is a sample;
+# `nice evaluate` measures more.
+SCENES_BENCHMARK_IMAGES = 40
+SCENES_EXPLAIN_IMAGES = 10
 
 
 @dataclass
@@ -50,7 +55,8 @@ def seed_archive(folder: Path, bucket: str, prefix: str, workers: int = 16) -> i
 
 
 def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | None = None,
-             eval_sample: int = 400, workdir: str | Path | None = None, benchmark_images: int = 400) -> DemoReport:
+             eval_sample: int = 400, workdir: str | Path | None = None,
+             benchmark_images: int | None = None) -> DemoReport:
     from nice.data.sources import export_png_folder, load_builtin
     from nice.bundle import NiceModel
     from nice.evaluate.metrics import check_gates, savings_metrics
@@ -65,7 +71,7 @@ def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | No
     # frames), kept locally for later runs too.
     if dataset.startswith("scenes"):
         from nice.config import merge_overrides
-        from nice.data.scenes import TRAINING_OVERRIDES, export_folder
+        from nice.data.scenes import DEMO_OVERRIDES, export_folder
         from nice.ingest.sources import SCENES_COUNTS
 
         folder = workdir / f"{dataset}-test-jpeg"
@@ -73,8 +79,11 @@ def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | No
             shutil.rmtree(folder)
         export_folder("fashion" if dataset == "scenes-fashion" else "digits", "test",
                       limit or SCENES_COUNTS["test"], folder)
-        config = merge_overrides(TRAINING_OVERRIDES, config or {})
+        config = merge_overrides(DEMO_OVERRIDES, config or {})
+        benchmark_images = benchmark_images or SCENES_BENCHMARK_IMAGES
+        explain_images = SCENES_EXPLAIN_IMAGES
     else:
+        explain_images = 200
         _, test_split = load_builtin(dataset, "test", limit=limit or None)
         folder = workdir / f"{dataset}-test-png"
         if folder.exists():
@@ -90,7 +99,8 @@ def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | No
         run_dir = run_local("train-and-compress", {
             "dataset_source": dataset, "archive_source": f"s3://{BUCKET}/archive/",
             "archive_destination": f"s3://{BUCKET}/compressed/", "limit": limit, "config": config or {},
-            "eval_sample": eval_sample, "benchmark_images": benchmark_images})
+            "eval_sample": eval_sample, "benchmark_images": benchmark_images or 400,
+            "explain_images": explain_images})
     finally:
         if server is not None:
             server.__exit__(None, None, None)

@@ -18,7 +18,8 @@ def build(settings: PipelineSettings = DEFAULT) -> graph_component.GraphComponen
     def train_and_compress(dataset_source: str = "mnist", archive_source: str = "s3://nice-demo/archive/",
                            archive_destination: str = "s3://nice-demo/compressed/", config: dict = {},  # noqa: B006
                            limit: int = 0, size: int = 64, shard_size: int = 1000, eval_sample: int = 400,
-                           benchmark_images: int = 400, compress_workers: int = 1) -> None:
+                           benchmark_images: int = 400, explain_images: int = 200,
+                           compress_workers: int = 1) -> None:
         run_id, name = dsl.PIPELINE_JOB_ID_PLACEHOLDER, dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         step = lambda task, s3=True, mlflow=True: resilient(with_secrets(task, s3=s3, mlflow=mlflow),  # noqa: E731
                                                             settings, task.name)
@@ -43,7 +44,8 @@ def build(settings: PipelineSettings = DEFAULT) -> graph_component.GraphComponen
             ev = step(evaluate(savings=comp.outputs["savings"], model=gen.outputs["model"],
                                classifier=clf.outputs["model"], dataset=data.outputs["dataset"],
                                source=archive_source, config=config, sample=eval_sample,
-                               benchmark_images=benchmark_images, kfp_run_id=run_id, pipeline_name=name))
+                               benchmark_images=benchmark_images, explain_images=explain_images,
+                               kfp_run_id=run_id, pipeline_name=name))
             ev.set_caching_options(False)  # moves registry aliases
 
     return train_and_compress
