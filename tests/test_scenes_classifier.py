@@ -106,3 +106,13 @@ def test_the_curriculum_needs_object_boxes(tmp_path):
     assert "only a scenes artifact" in r.stderr and not (tmp_path / "c.pt").exists()
     with pytest.raises(ValueError, match="backgrounds must be one of"):
         CurriculumConfig(backgrounds="noise")
+
+
+def test_the_scenes_demo_trains_the_generator_on_as_many_views_as_measured():
+    """2 epochs of 10,000 frames were measured; a --limit of 500 frames trains 40 epochs (2 would
+    be 8 steps: the generator collapsed in the demo)."""
+    from pipeline.demo import scenes_generator_epochs
+
+    assert scenes_generator_epochs(0) == {"train_generator": {"epochs": 2}}
+    assert scenes_generator_epochs(500) == {"train_generator": {"epochs": 40}}
+    assert scenes_generator_epochs(3000)["train_generator"]["epochs"] * 3000 >= 20_000
