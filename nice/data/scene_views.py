@@ -20,7 +20,6 @@ from tqdm import tqdm
 from nice.config import CURRICULUM_BACKGROUNDS, ClassifierConfig
 from nice.data.scenes import Photo, class_names, iter_scenes, named_photos, photos_by_split
 
-
 # The train photos in every orientation of the square's symmetry group, in three channel orders
 # (24 backgrounds per photo): the ~29 train photos are what limits generalisation to unseen
 # ones, and the object is placed after, so digits are never flipped.
