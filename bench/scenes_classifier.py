@@ -26,9 +26,9 @@ import torch
 
 from nice.checkpoint import load_classifier
 from nice.data.arrays import make_loader
-from nice.data.scenes import iter_scenes
+from nice.data.scenes import iter_scenes, scenes_source
 from nice.ingest import DatasetArtifact
-from nice.jobs import StepContext, scenes_source, train_classifier_step
+from nice.jobs import StepContext, train_classifier_step
 from nice.training.common import predict
 from nice.view import View
 

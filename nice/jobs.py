@@ -148,21 +148,6 @@ def view_size_for(sizes: set[tuple[int, int]], cap: int = 224) -> int:
     return min(cap, max((max(w, h) for w, h in sizes), default=64))
 
 
-def scenes_source(dataset: str) -> tuple[str, int] | None:
-    """(variant, seed) of a `nice ingest scenes` artifact, whose generator knows each object's
-    box; None for anything else."""
-    from nice.data.sources import BUILTIN
-
-    manifest = Path(dataset) / "manifest.json"
-    if dataset in BUILTIN or not manifest.is_file():
-        return None
-    m = json.loads(manifest.read_text())
-    source = str(m.get("source", ""))
-    if source not in ("scenes", "scenes-fashion"):
-        return None
-    return ("fashion" if source == "scenes-fashion" else "digits"), int(m.get("seed", 0))
-
-
 def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, Any] | None = None,
                           ctx: StepContext | None = None, weights: str | None = None) -> dict[str, Any]:
     """Train on a dataset artifact (or a builtin name); test accuracy on the held-out split.
@@ -172,6 +157,7 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
     object-scale curriculum on scenes rendered from its generator) under `overrides`."""
     from nice.checkpoint import save_checkpoint
     from nice.data.arrays import ViewCache, make_loader
+    from nice.data.scenes import scenes_source
     from nice.data.sources import BUILTIN, training_data
     from nice.device import configure_threads
     from nice.ingest import DatasetArtifact

@@ -84,19 +84,19 @@ def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | No
     # frames), kept locally for later runs too.
     if dataset.startswith("scenes"):
         from nice.config import merge_overrides
-        from nice.data.scenes import DEMO_OVERRIDES, export_folder
+        from nice.data.scenes import DEMO_OVERRIDES, SOURCES, export_folder
         from nice.ingest.sources import SCENES_COUNTS
 
         folder = workdir / f"{dataset}-test-jpeg"
         if folder.exists():
             shutil.rmtree(folder)
-        export_folder("fashion" if dataset == "scenes-fashion" else "digits", "test",
-                      limit or SCENES_COUNTS["test"], folder)
+        export_folder(SOURCES[dataset], "test", limit or SCENES_COUNTS["test"], folder)
         config = merge_overrides(merge_overrides(DEMO_OVERRIDES, scenes_generator_epochs(limit)), config or {})
-        benchmark_images = benchmark_images or SCENES_BENCHMARK_IMAGES
-        explain_images = SCENES_EXPLAIN_IMAGES
+        # the benchmark's sample; elsewhere the pipeline's defaults
+        sample = {"benchmark_images": benchmark_images or SCENES_BENCHMARK_IMAGES,
+                  "explain_images": SCENES_EXPLAIN_IMAGES}
     else:
-        explain_images = 200
+        sample = {"benchmark_images": benchmark_images} if benchmark_images else {}
         _, test_split = load_builtin(dataset, "test", limit=limit or None)
         folder = workdir / f"{dataset}-test-png"
         if folder.exists():
@@ -112,8 +112,7 @@ def run_demo(dataset: str = "mnist", limit: int = 0, config: dict[str, Any] | No
         run_dir = run_local("train-and-compress", {
             "dataset_source": dataset, "archive_source": f"s3://{BUCKET}/archive/",
             "archive_destination": f"s3://{BUCKET}/compressed/", "limit": limit, "config": config or {},
-            "eval_sample": eval_sample, "benchmark_images": benchmark_images or 400,
-            "explain_images": explain_images})
+            "eval_sample": eval_sample, **sample})
     finally:
         if server is not None:
             server.__exit__(None, None, None)

@@ -19,7 +19,8 @@ from nice.data.scene_views import render_train_views
 from nice.data.scenes import class_names, iter_scenes
 from nice.ingest import DatasetArtifact
 from nice.device import seed_everything
-from nice.jobs import ingest_step, scenes_source, train_classifier_step
+from nice.data.scenes import scenes_source
+from nice.jobs import ingest_step, train_classifier_step
 from nice.models import build_classifier
 from nice.training.curriculum import object_crops
 from nice.view import View

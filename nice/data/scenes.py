@@ -14,6 +14,7 @@ split). Every scene is drawn from its own seeded generator, so a scene depends o
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -25,6 +26,7 @@ from nice.data.mnist import CLASS_NAMES, load_split
 from nice.data.mnistm import is_colour_photo, offline_photos
 
 VARIANTS = {"digits": "mnist", "fashion": "fashion-mnist"}
+SOURCES = {"scenes": "digits", "scenes-fashion": "fashion"}  # `nice ingest` source name -> variant
 SPLITS = ("train", "val", "test")
 # (width, height) of landscape frames: phone/camera/video sizes; a third are drawn portrait.
 FRAME_SIZES = ((480, 320), (640, 480), (800, 600), (1024, 768), (1280, 720), (1280, 960), (1920, 1080))
@@ -178,6 +180,17 @@ def iter_scenes(variant: str, split: str, count: int, seed: int = 0,
         j = int(rng.integers(len(images)))
         out, box = place_object(frame, images[j % len(images)], rng)
         yield Scene(out, int(labels[j % len(labels)]), photo.name, box)
+
+
+def scenes_source(dataset: str | Path) -> tuple[str, int] | None:
+    """(variant, seed) of a `nice ingest scenes` artifact, whose generator knows each object's
+    box; None for anything else."""
+    manifest = Path(dataset) / "manifest.json"
+    if not manifest.is_file():
+        return None
+    m = json.loads(manifest.read_text())
+    variant = SOURCES.get(str(m.get("source", "")))
+    return (variant, int(m.get("seed", 0))) if variant else None
 
 
 def class_names(variant: str) -> list[str]:

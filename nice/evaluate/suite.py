@@ -274,12 +274,9 @@ def _md_tables_to_html(md: list[str]) -> str:
 
 def is_scenes(spec: str) -> bool:
     """A `nice ingest scenes` artifact (its goals are the scenes issue's)."""
-    manifest = Path(spec) / "manifest.json"
-    if not manifest.is_file():
-        return False
-    import json
+    from nice.data.scenes import scenes_source
 
-    return str(json.loads(manifest.read_text()).get("source", "")).startswith("scenes")
+    return scenes_source(spec) is not None
 
 
 def evaluate_model(model: Any, spec: str, out: str | Path, limit: int | None = 2000, explain_limit: int = 500,

@@ -43,9 +43,9 @@ def _jpeg(arr: np.ndarray, quality: int = 90) -> bytes:
 def scene_records(name: str, limit: int | None = None, seed: int = 0) -> Iterator[Record]:
     """`scenes` (digits) / `scenes-fashion`: native-size JPEG q90 frames (what a camera writes),
     with official train / val / test splits on disjoint background photos."""
-    from nice.data.scenes import class_names, iter_scenes, named_photos
+    from nice.data.scenes import SOURCES, class_names, iter_scenes, named_photos
 
-    variant = "fashion" if name == "scenes-fashion" else "digits"
+    variant = SOURCES[name]
     names, photos = class_names(variant), named_photos()
     for split, default in SCENES_COUNTS.items():
         count = default if limit is None else limit
