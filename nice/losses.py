@@ -21,8 +21,27 @@ def total_variation(p: torch.Tensor) -> torch.Tensor:
 
 
 def kl_to_source(logits: torch.Tensor, source_probs: torch.Tensor) -> torch.Tensor:
-    """KL(p_source || p_mixed): keeps the classifier's whole output, not only its top-1."""
-    return F.kl_div(F.log_softmax(logits, dim=1), source_probs, reduction="batchmean")
+    """KL(p_source || p_mixed) per image: keeps the classifier's whole output, not only its top-1."""
+    return F.kl_div(F.log_softmax(logits, dim=1), source_probs, reduction="none").sum(1)
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the target class, per image."""
+    return F.cross_entropy(logits, target, reduction="none")
+
+
+def unsure_weights(source_probs: torch.Tensor, weight: float) -> torch.Tensor | None:
+    """Per-image weights 1 + weight * (1 - top-1 probability), scaled to mean 1 over the batch:
+    the frames the classifier is unsure of count more (where NICE's ranking lost bytes on scenes)
+    without changing the task loss's scale against the L0 term. None when weight is 0."""
+    if weight <= 0:
+        return None
+    w = 1.0 + weight * (1.0 - source_probs.max(1).values)
+    return w / w.mean()
+
+
+def weighted_mean(per_image: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return per_image.mean() if weights is None else (per_image * weights).mean()
 
 
 @dataclass
@@ -35,9 +54,10 @@ class LossParts:
 
 
 class NiceLoss:
-    """Composable objective; swap `task_fn` (e.g. KL to the source logits) without touching training."""
+    """Composable objective; swap `task_fn` (per-image losses, e.g. KL to the source softmax)
+    without touching training."""
 
-    def __init__(self, gates: HardConcrete, task_fn=F.cross_entropy, saturation_margin: float = 1.0) -> None:
+    def __init__(self, gates: HardConcrete, task_fn=cross_entropy, saturation_margin: float = 1.0) -> None:
         self.gates = gates
         self.task_fn = task_fn
         # Past this log_alpha an open gate is clamped to 1 in (almost) every sample, so neither
@@ -45,8 +65,8 @@ class NiceLoss:
         self.log_alpha_max = gates.log_alpha_for_eval_gate(1.0) + saturation_margin
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, log_alpha: torch.Tensor,
-                 lam: float, mu: float, eta: float = 0.0) -> LossParts:
-        task = self.task_fn(logits.float(), target)
+                 lam: float, mu: float, eta: float = 0.0, weights: torch.Tensor | None = None) -> LossParts:
+        task = weighted_mean(self.task_fn(logits.float(), target), weights)
         la = log_alpha.float()
         p_open = self.gates.expected_l0(la)
         l0 = p_open.mean()
