@@ -20,14 +20,22 @@ def total_variation(p: torch.Tensor) -> torch.Tensor:
     return tv
 
 
-def kl_to_source(logits: torch.Tensor, source_probs: torch.Tensor) -> torch.Tensor:
-    """KL(p_source || p_mixed) per image: keeps the classifier's whole output, not only its top-1."""
-    return F.kl_div(F.log_softmax(logits, dim=1), source_probs, reduction="none").sum(1)
+def kl_to_source(logits: torch.Tensor, source_probs: torch.Tensor,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(p_source || p_mixed): keeps the classifier's whole output, not only its top-1.
+    Per-image `weights` give the weighted mean; without them the batch mean as it always was
+    (the same reduction, so unweighted training stays bit-identical)."""
+    log_p = F.log_softmax(logits, dim=1)
+    if weights is None:
+        return F.kl_div(log_p, source_probs, reduction="batchmean")
+    return (F.kl_div(log_p, source_probs, reduction="none").sum(1) * weights).mean()
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy to the target class, per image."""
-    return F.cross_entropy(logits, target, reduction="none")
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy to the target class; the weighted mean over images with `weights`."""
+    if weights is None:
+        return F.cross_entropy(logits, target)
+    return (F.cross_entropy(logits, target, reduction="none") * weights).mean()
 
 
 def unsure_weights(source_probs: torch.Tensor, weight: float) -> torch.Tensor | None:
@@ -40,10 +48,6 @@ def unsure_weights(source_probs: torch.Tensor, weight: float) -> torch.Tensor | 
     return w / w.mean()
 
 
-def weighted_mean(per_image: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    return per_image.mean() if weights is None else (per_image * weights).mean()
-
-
 @dataclass
 class LossParts:
     total: torch.Tensor
@@ -54,8 +58,8 @@ class LossParts:
 
 
 class NiceLoss:
-    """Composable objective; swap `task_fn` (per-image losses, e.g. KL to the source softmax)
-    without touching training."""
+    """Composable objective; swap `task_fn(logits, target, weights)` (e.g. KL to the source
+    softmax) without touching training."""
 
     def __init__(self, gates: HardConcrete, task_fn=cross_entropy, saturation_margin: float = 1.0) -> None:
         self.gates = gates
@@ -66,7 +70,7 @@ class NiceLoss:
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, log_alpha: torch.Tensor,
                  lam: float, mu: float, eta: float = 0.0, weights: torch.Tensor | None = None) -> LossParts:
-        task = weighted_mean(self.task_fn(logits.float(), target), weights)
+        task = self.task_fn(logits.float(), target, weights)
         la = log_alpha.float()
         p_open = self.gates.expected_l0(la)
         l0 = p_open.mean()

@@ -307,14 +307,20 @@ def test_unsure_weights_count_unsure_predictions_more_at_the_same_scale():
 def test_weighted_task_loss_is_the_weighted_mean_of_per_image_losses():
     torch.manual_seed(0)
     logits, probs = torch.randn(6, 10), torch.softmax(torch.randn(6, 10), 1)
-    per_image = kl_to_source(logits, probs)
-    assert per_image.shape == (6,)
-    # the unweighted loss is the batch-mean KL it always was
+    per_image = torch.nn.functional.kl_div(torch.log_softmax(logits, 1), probs, reduction="none").sum(1)
+    # the unweighted loss is the batch-mean KL it always was, to the bit
     reference = torch.nn.functional.kl_div(torch.log_softmax(logits, 1), probs, reduction="batchmean")
+    assert torch.equal(kl_to_source(logits, probs), reference)
     loss = NiceLoss(HardConcrete(NiceConfig().gates), task_fn=kl_to_source)
     la = torch.zeros(6, 1, 4, 4)
-    assert loss(logits, probs, la, lam=0.0, mu=0.0).task.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert torch.equal(loss(logits, probs, la, lam=0.0, mu=0.0).task, reference)
     w = unsure_weights(probs, 8.0)
     weighted = loss(logits, probs, la, lam=0.0, mu=0.0, weights=w).task
     assert weighted.item() == pytest.approx((per_image * w).mean().item(), rel=1e-6)
     assert weighted.item() != pytest.approx(reference.item(), rel=1e-3)
+
+
+def test_rank_tv_needs_the_rank_loss():
+    with pytest.raises(ValueError, match="rank_tv"):
+        NiceConfig().with_overrides({"train_generator": {"rank_tv": 1.0, "rank_weight": 0.0}})
+    assert NiceConfig().with_overrides({"train_generator": {"rank_tv": 1.0}}).train_generator.rank_tv == 1.0
