@@ -161,10 +161,6 @@ class MaskTrainConfig:
     rank_weight: float = 1.0  # MNIST: -9% stored bytes with the stored fine-tune (docs/results.md)
     rank_keep: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
     rank_temperature: float = 1.0  # of the sigmoid relaxation around the cut-off (log-alpha units)
-    # Compactness of what the search keeps (issue 20's lever; 0 = off): the TV of the rank loss's
-    # relaxed top-k grid, so an unsmoothed ranking (search.rank_smooth_px 1) may still keep
-    # compact regions that code in few bytes. Needs rank_weight > 0.
-    rank_tv: float = 0.0
     # Distillation of a teacher ranking (issue 20's lever; 0 = off): the BCE of the generator's
     # relaxed top-k against a teacher's exact top-k at the same keep fraction (drawn from
     # `rank_keep`), the teacher's scores computed once per training image and served with it
@@ -189,8 +185,6 @@ class MaskTrainConfig:
             raise ValueError(f"target must be one of {TARGET_MODES}, got {self.target!r}")
         if self.task_loss not in ("ce", "kl"):
             raise ValueError(f"task_loss must be ce or kl, got {self.task_loss!r}")
-        if self.rank_tv > 0 and self.rank_weight <= 0:
-            raise ValueError("train_generator.rank_tv needs rank_weight > 0 (it acts on the rank loss's top-k)")
         if self.unsure_weight < 0:
             raise ValueError(f"train_generator.unsure_weight must be >= 0, got {self.unsure_weight}")
         if self.mixing and self.mixing not in MIXING_MODES:

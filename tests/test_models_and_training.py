@@ -319,8 +319,3 @@ def test_weighted_task_loss_is_the_weighted_mean_of_per_image_losses():
     assert weighted.item() == pytest.approx((per_image * w).mean().item(), rel=1e-6)
     assert weighted.item() != pytest.approx(reference.item(), rel=1e-3)
 
-
-def test_rank_tv_needs_the_rank_loss():
-    with pytest.raises(ValueError, match="rank_tv"):
-        NiceConfig().with_overrides({"train_generator": {"rank_tv": 1.0, "rank_weight": 0.0}})
-    assert NiceConfig().with_overrides({"train_generator": {"rank_tv": 1.0}}).train_generator.rank_tv == 1.0

@@ -14,7 +14,7 @@ from nice.config import MixingConfig, NiceConfig
 from nice.data.arrays import make_loader
 from nice.device import pick_device, seed_everything
 from nice.gates import HardConcrete, rank_scores, rank_window, relaxed_topk, upsample_gates
-from nice.losses import (NiceLoss, cross_entropy, kl_to_source, topk_distillation, total_variation, unsure_weights)
+from nice.losses import NiceLoss, cross_entropy, kl_to_source, topk_distillation, unsure_weights
 from nice.mixing import make_mixer
 from nice.models import build_generator
 from nice.training.common import EpochCallback, TrainResult, autocast, cpu_memory_format
@@ -92,7 +92,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     step = 0
     for epoch in range(mc.epochs):
         generator.train()
-        sums = {"loss": 0.0, "task": 0.0, "l0": 0.0, "tv": 0.0, "rank": 0.0, "rank_tv": 0.0, "teacher": 0.0}
+        sums = {"loss": 0.0, "task": 0.0, "l0": 0.0, "tv": 0.0, "rank": 0.0, "teacher": 0.0}
         seen = 0
         bar = tqdm(train_loader, desc=f"mask generator epoch {epoch + 1}/{mc.epochs}",
                    disable=not progress, unit="batch", leave=False)
@@ -118,8 +118,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
                     z = z + (hard - z).detach()
                 logits = classifier(mixer(x, z))
             parts = objective(logits, target, log_alpha, lam, mc.mu, mc.eta, weights)
-            zero = parts.total.new_zeros(())
-            total, rank, rank_tv, distilled = parts.total, zero, zero, zero
+            total, rank, distilled = parts.total, parts.total.new_zeros(()), parts.total.new_zeros(())
             if mc.rank_weight > 0 or mc.teacher_weight > 0:
                 keep = rank_keep[torch.randint(len(rank_keep), (len(x),))].to(device)
                 ranked = rank_scores(log_alpha.float()[:, 0], window)  # what the search cuts
@@ -128,10 +127,6 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
                 with autocast(device, mc.amp):
                     rank = objective.task_fn(classifier(mixer(x, z_top)).float(), target, weights)
                 total = total + mc.rank_weight * rank
-                if mc.rank_tv > 0:
-                    # compactness of the kept set itself (the TV of P(gate open) barely moves the order)
-                    rank_tv = total_variation(z_top)
-                    total = total + mc.rank_tv * rank_tv
             if mc.teacher_weight > 0:
                 distilled = topk_distillation(ranked, teacher.to(device).float(), keep, mc.rank_temperature)
                 total = total + mc.teacher_weight * distilled
@@ -143,7 +138,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
             b = len(y)
             seen += b
             for key, val_ in (("loss", total), ("task", parts.task), ("l0", parts.l0), ("tv", parts.tv), ("rank", rank),
-                              ("rank_tv", rank_tv), ("teacher", distilled)):
+                              ("teacher", distilled)):
                 sums[key] += val_.item() * b
             bar.set_postfix(task=f"{sums['task'] / seen:.3f}", l0=f"{sums['l0'] / seen:.3f}")
         metrics = {f"train_{k}": v / seen for k, v in sums.items()}
