@@ -166,10 +166,6 @@ class MaskTrainConfig:
     # `rank_keep`), the teacher's scores computed once per training image and served with it
     # (a dataset of (x, y, teacher) items; `nice.training.teacher`).
     teacher_weight: float = 0.0
-    # Weight of the classifier's unsure predictions in the task and rank losses (0 = every image
-    # counts the same): image i counts 1 + unsure_weight * (1 - its top-1 probability), scaled to
-    # mean 1 per batch. On scenes NICE lost its bytes on unsure, wrong predictions.
-    unsure_weight: float = 0.0
     # The background the generator trains against; "" = the one stored (`mixing.mode`). Colour
     # models train against `lowres` and store `mean`: against a flat background the frozen
     # classifier is lost at first (KL ~3 with half the gates open) and the L0 term shuts every
@@ -185,8 +181,6 @@ class MaskTrainConfig:
             raise ValueError(f"target must be one of {TARGET_MODES}, got {self.target!r}")
         if self.task_loss not in ("ce", "kl"):
             raise ValueError(f"task_loss must be ce or kl, got {self.task_loss!r}")
-        if self.unsure_weight < 0:
-            raise ValueError(f"train_generator.unsure_weight must be >= 0, got {self.unsure_weight}")
         if self.mixing and self.mixing not in MIXING_MODES:
             raise ValueError(f"train_generator.mixing must be empty or one of {MIXING_MODES}, got {self.mixing!r}")
 

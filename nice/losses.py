@@ -20,32 +20,9 @@ def total_variation(p: torch.Tensor) -> torch.Tensor:
     return tv
 
 
-def kl_to_source(logits: torch.Tensor, source_probs: torch.Tensor,
-                 weights: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(p_source || p_mixed): keeps the classifier's whole output, not only its top-1.
-    Per-image `weights` give the weighted mean; without them the batch mean as it always was
-    (the same reduction, so unweighted training stays bit-identical)."""
-    log_p = F.log_softmax(logits, dim=1)
-    if weights is None:
-        return F.kl_div(log_p, source_probs, reduction="batchmean")
-    return (F.kl_div(log_p, source_probs, reduction="none").sum(1) * weights).mean()
-
-
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy to the target class; the weighted mean over images with `weights`."""
-    if weights is None:
-        return F.cross_entropy(logits, target)
-    return (F.cross_entropy(logits, target, reduction="none") * weights).mean()
-
-
-def unsure_weights(source_probs: torch.Tensor, weight: float) -> torch.Tensor | None:
-    """Per-image weights 1 + weight * (1 - top-1 probability), scaled to mean 1 over the batch:
-    the frames the classifier is unsure of count more (where NICE's ranking lost bytes on scenes)
-    without changing the task loss's scale against the L0 term. None when weight is 0."""
-    if weight <= 0:
-        return None
-    w = 1.0 + weight * (1.0 - source_probs.max(1).values)
-    return w / w.mean()
+def kl_to_source(logits: torch.Tensor, source_probs: torch.Tensor) -> torch.Tensor:
+    """KL(p_source || p_mixed): keeps the classifier's whole output, not only its top-1."""
+    return F.kl_div(F.log_softmax(logits, dim=1), source_probs, reduction="batchmean")
 
 
 @dataclass
@@ -58,10 +35,9 @@ class LossParts:
 
 
 class NiceLoss:
-    """Composable objective; swap `task_fn(logits, target, weights)` (e.g. KL to the source
-    softmax) without touching training."""
+    """Composable objective; swap `task_fn` (e.g. KL to the source logits) without touching training."""
 
-    def __init__(self, gates: HardConcrete, task_fn=cross_entropy, saturation_margin: float = 1.0) -> None:
+    def __init__(self, gates: HardConcrete, task_fn=F.cross_entropy, saturation_margin: float = 1.0) -> None:
         self.gates = gates
         self.task_fn = task_fn
         # Past this log_alpha an open gate is clamped to 1 in (almost) every sample, so neither
@@ -69,8 +45,8 @@ class NiceLoss:
         self.log_alpha_max = gates.log_alpha_for_eval_gate(1.0) + saturation_margin
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, log_alpha: torch.Tensor,
-                 lam: float, mu: float, eta: float = 0.0, weights: torch.Tensor | None = None) -> LossParts:
-        task = self.task_fn(logits.float(), target, weights)
+                 lam: float, mu: float, eta: float = 0.0) -> LossParts:
+        task = self.task_fn(logits.float(), target)
         la = log_alpha.float()
         p_open = self.gates.expected_l0(la)
         l0 = p_open.mean()

@@ -3,7 +3,7 @@ import torch
 
 from nice.config import ClassifierConfig, GateConfig, GeneratorConfig, NiceConfig
 from nice.gates import HardConcrete
-from nice.losses import NiceLoss, kl_to_source, total_variation, unsure_weights
+from nice.losses import NiceLoss, total_variation
 from nice.mixing import make_mixer
 from nice.models import build_classifier, build_generator
 from nice.training.mask_generator import evaluate_masks, freeze, train_mask_generator
@@ -291,31 +291,3 @@ def test_tuned_inference_keeps_outputs_at_any_size():
             x = torch.rand(shape)
             assert torch.allclose(fast_clf(x.contiguous(memory_format=fmt)), clf(x), atol=1e-4)
             assert torch.allclose(fast_gen(x), gen(x), atol=1e-5)
-
-
-def test_unsure_weights_count_unsure_predictions_more_at_the_same_scale():
-    probs = torch.tensor([[0.95, 0.05], [0.5, 0.5], [0.7, 0.3], [0.99, 0.01]])
-    assert unsure_weights(probs, 0.0) is None
-    w = unsure_weights(probs, 4.0)
-    assert w.mean().item() == pytest.approx(1.0)
-    assert w[1] > w[2] > w[0] > w[3]  # least sure first
-    assert (w[1] / w[3]).item() == pytest.approx((1 + 4 * 0.5) / (1 + 4 * 0.01))
-    with pytest.raises(ValueError, match="unsure_weight"):
-        NiceConfig().with_overrides({"train_generator": {"unsure_weight": -1}})
-
-
-def test_weighted_task_loss_is_the_weighted_mean_of_per_image_losses():
-    torch.manual_seed(0)
-    logits, probs = torch.randn(6, 10), torch.softmax(torch.randn(6, 10), 1)
-    per_image = torch.nn.functional.kl_div(torch.log_softmax(logits, 1), probs, reduction="none").sum(1)
-    # the unweighted loss is the batch-mean KL it always was, to the bit
-    reference = torch.nn.functional.kl_div(torch.log_softmax(logits, 1), probs, reduction="batchmean")
-    assert torch.equal(kl_to_source(logits, probs), reference)
-    loss = NiceLoss(HardConcrete(NiceConfig().gates), task_fn=kl_to_source)
-    la = torch.zeros(6, 1, 4, 4)
-    assert torch.equal(loss(logits, probs, la, lam=0.0, mu=0.0).task, reference)
-    w = unsure_weights(probs, 8.0)
-    weighted = loss(logits, probs, la, lam=0.0, mu=0.0, weights=w).task
-    assert weighted.item() == pytest.approx((per_image * w).mean().item(), rel=1e-6)
-    assert weighted.item() != pytest.approx(reference.item(), rel=1e-3)
-

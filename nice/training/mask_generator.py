@@ -6,6 +6,7 @@ import logging
 import sys
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -14,7 +15,7 @@ from nice.config import MixingConfig, NiceConfig
 from nice.data.arrays import make_loader
 from nice.device import pick_device, seed_everything
 from nice.gates import HardConcrete, rank_scores, rank_window, relaxed_topk, upsample_gates
-from nice.losses import NiceLoss, cross_entropy, kl_to_source, topk_distillation, unsure_weights
+from nice.losses import NiceLoss, kl_to_source, topk_distillation
 from nice.mixing import make_mixer
 from nice.models import build_generator
 from nice.training.common import EpochCallback, TrainResult, autocast, cpu_memory_format
@@ -81,7 +82,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
     gates = HardConcrete(cfg.gates)
     mixer = make_mixer(cfg.training_mixing(), cfg.gates.block)
     distil = mc.task_loss == "kl" and mc.target == "prediction"
-    objective = NiceLoss(gates, task_fn=kl_to_source if distil else cross_entropy)
+    objective = NiceLoss(gates, task_fn=kl_to_source if distil else F.cross_entropy)
     train_loader = make_loader(train, mc.batch_size, shuffle=True, seed=mc.seed)
     val_loader = make_loader(val, 512, shuffle=False)
     opt = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=mc.lr)
@@ -104,11 +105,12 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
                                  "items (nice.training.teacher.WithTeacher)")
             x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
             with torch.no_grad():
-                # label targets skip the classifier's pass unless the weights need it
-                source_probs = (torch.softmax(classifier(x).float(), dim=1)
-                                if mc.target != "label" or mc.unsure_weight > 0 else None)
-                target = y if mc.target == "label" else source_probs if distil else source_probs.argmax(1)
-                weights = unsure_weights(source_probs, mc.unsure_weight) if source_probs is not None else None
+                if mc.target == "label":
+                    target = y
+                elif distil:
+                    target = torch.softmax(classifier(x).float(), dim=1)
+                else:
+                    target = classifier(x).argmax(1)
             lam = mc.lam * min(1.0, (step + 1) / warmup)
             with autocast(device, mc.amp):
                 log_alpha = generator(x)
@@ -117,7 +119,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
                     hard = gates.binarize(log_alpha.detach().float(), cfg.guard.tau, cfg.guard.dilate)
                     z = z + (hard - z).detach()
                 logits = classifier(mixer(x, z))
-            parts = objective(logits, target, log_alpha, lam, mc.mu, mc.eta, weights)
+            parts = objective(logits, target, log_alpha, lam, mc.mu, mc.eta)
             total, rank, distilled = parts.total, parts.total.new_zeros(()), parts.total.new_zeros(())
             if mc.rank_weight > 0 or mc.teacher_weight > 0:
                 keep = rank_keep[torch.randint(len(rank_keep), (len(x),))].to(device)
@@ -125,7 +127,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
             if mc.rank_weight > 0:
                 z_top = relaxed_topk(ranked, keep, mc.rank_temperature)
                 with autocast(device, mc.amp):
-                    rank = objective.task_fn(classifier(mixer(x, z_top)).float(), target, weights)
+                    rank = objective.task_fn(classifier(mixer(x, z_top)).float(), target)
                 total = total + mc.rank_weight * rank
             if mc.teacher_weight > 0:
                 distilled = topk_distillation(ranked, teacher.to(device).float(), keep, mc.rank_temperature)
