@@ -16,10 +16,9 @@ from torch.nn.utils import parameters_to_vector
 from nice.checkpoint import load_classifier
 from nice.config import ClassifierConfig, CurriculumConfig
 from nice.data.scene_views import render_train_views
-from nice.data.scenes import class_names, iter_scenes
-from nice.ingest import DatasetArtifact
+from nice.data.scenes import class_names, iter_scenes, scenes_source
 from nice.device import seed_everything
-from nice.data.scenes import scenes_source
+from nice.ingest import DatasetArtifact
 from nice.jobs import ingest_step, train_classifier_step
 from nice.models import build_classifier
 from nice.training.curriculum import object_crops
