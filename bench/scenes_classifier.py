@@ -66,6 +66,7 @@ def main() -> None:
     p.add_argument("--init", help="a scenes classifier checkpoint to go on training (longer schedules)")
     p.add_argument("--backgrounds", choices=["photos", "variants"],
                    help="train backgrounds: the train photos, or each in 8 orientations x 3 channel orders")
+    p.add_argument("--extra-photos", nargs="+", help="train-only background photos: files or folders")
     a = p.parse_args()
 
     scenes = scenes_source(a.dataset)
@@ -74,7 +75,8 @@ def main() -> None:
     flags = {"classifier": {"image_size": a.view, "width": a.width},
              "train_classifier": {"lr": a.lr, "batch_size": a.batch, "seed": a.seed, "curriculum": {
                  "crop": a.crop, "crop_steps": a.crop_steps, "view_steps": a.view_steps, "view_lr": a.view_lr,
-                 "views": a.train_views, "backgrounds": a.backgrounds, "workers": a.workers}}}
+                 "views": a.train_views, "backgrounds": a.backgrounds, "workers": a.workers,
+                 "extra_photos": a.extra_photos}}}
     prune = lambda d: {k: prune(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}  # noqa: E731
     result = train_classifier_step(a.dataset, a.out, prune(flags), StepContext(), weights=a.init)
     model, cfg, _ = load_classifier(a.out)

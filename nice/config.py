@@ -105,6 +105,10 @@ class CurriculumConfig:
     # "variants": the train photos in 8 orientations x 3 channel orders (more backgrounds from
     # the same photos; the object is placed after, so it is never flipped)
     backgrounds: str = "variants"
+    # More background photos that only ever train (files, or folders read recursively; e.g.
+    # Debian's wallpapers): the ~29 train photos limit how the features transfer to unseen
+    # backgrounds. Val and test keep the artifact's photos, so their numbers stay comparable.
+    extra_photos: tuple[str, ...] = ()
     label_smoothing: float = 0.05
     workers: int = 2  # processes that render the views
 

@@ -208,7 +208,8 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
 
             variant, seed = scenes
             views = render_train_views(variant, curriculum.views, cfg.classifier, seed, names,
-                                       curriculum.backgrounds, curriculum.workers, ctx.progress)
+                                       curriculum.backgrounds, curriculum.workers, ctx.progress,
+                                       curriculum.extra_photos)
             res = train_curriculum(cfg, views, val, on_epoch=ctx.epoch_logger("stage_"), progress=ctx.progress,
                                    initial=initial)
             del views

@@ -80,6 +80,46 @@ def test_rendered_views_are_the_artifacts_scenes_with_their_boxes_and_class_orde
     assert len(fewer) < 20 and fewer.labels.max() < 5
 
 
+def test_extra_photos_only_ever_train(tmp_path):
+    """`curriculum.extra_photos`: more train backgrounds from files or folders; val and test
+    keep the artifact's photos, grey or unreadable files are skipped, a wrong path is an error."""
+    from PIL import Image
+
+    folder = tmp_path / "wallpapers" / "nested"
+    folder.mkdir(parents=True)
+    magenta = np.zeros((400, 600, 3), np.uint8)
+    magenta[..., 0] = magenta[..., 2] = 255
+    Image.fromarray(magenta).save(folder / "magenta.png")
+    Image.fromarray(np.full((400, 600), 128, np.uint8)).convert("RGB").save(folder / "grey.jpg")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    cfg = ClassifierConfig(arch="resnet", in_channels=3, image_size=64, pool="max")
+    names = sorted(class_names("digits"))
+    plain = render_train_views("digits", 40, cfg, 3, names, "photos", workers=1, progress=False)
+    extra = render_train_views("digits", 40, cfg, 3, names, "photos", workers=1, progress=False,
+                               extra_photos=(str(tmp_path / "wallpapers"),))
+
+    def magenta_share(views) -> float:  # of the view's pixels: the extra photo is pure magenta
+        px = views.images.reshape(len(views), -1, 3).astype(int)
+        return float(((px[..., 0] > 240) & (px[..., 1] < 15) & (px[..., 2] > 240)).mean())
+
+    assert magenta_share(plain) < 0.01 < magenta_share(extra), "the extra photo is drawn as a train background"
+    assert np.array_equal(plain.labels, extra.labels), "the same objects: only the backgrounds change"
+    # Val and test never see the extra photos (their photos are the artifact's, by name).
+    from nice.data.scenes import folder_photos
+
+    photos = folder_photos([str(tmp_path / "wallpapers")], max_side=128)
+    assert [p.name for p in photos] == ["extra:magenta"], "grey and unreadable files are skipped"
+    assert max(photos[0].pixels.shape[:2]) == 128
+    val = next(iter_scenes("digits", "val", 1, 3, fit=64, extra_train=photos))
+    assert val.photo != "extra:magenta" and val.photo == next(iter_scenes("digits", "val", 1, 3, fit=64)).photo
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        render_train_views("digits", 4, cfg, 3, names, "photos", workers=1, progress=False,
+                           extra_photos=(str(tmp_path / "missing"),))
+    with pytest.raises(ValueError, match="no colour photos"):
+        render_train_views("digits", 4, cfg, 3, names, "photos", workers=1, progress=False,
+                           extra_photos=(str(folder / "grey.jpg"),))
+
+
 def test_train_classifier_on_a_scenes_artifact_runs_the_curriculum(scenes, tmp_path):
     assert scenes_source(scenes) == ("digits", 0) and scenes_source("mnist") is None
     res = train_classifier_step(scenes, tmp_path / "clf.pt", TINY)

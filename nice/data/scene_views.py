@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nice.config import CURRICULUM_BACKGROUNDS, ClassifierConfig
-from nice.data.scenes import Photo, class_names, iter_scenes, named_photos, photos_by_split
+from nice.data.scenes import Photo, class_names, folder_photos, iter_scenes, named_photos, photos_by_split
 
 # The train photos in every orientation of the square's symmetry group, in three channel orders
 # (24 backgrounds per photo): the ~29 train photos are what limits generalisation to unseen
@@ -42,6 +42,11 @@ class RenderedViews:
         return len(self.labels)
 
 
+def _variants(photos: list[Photo]) -> list[Photo]:
+    return [Photo(p.name, np.ascontiguousarray(turn(p.pixels)[..., list(order)]))
+            for p in photos for turn in ORIENTATIONS for order in CHANNEL_ORDERS]
+
+
 @functools.cache  # built once per render process
 def train_backgrounds(kind: str) -> list[Photo] | None:
     """None (the train photos as they are) or their 24 variants each; a variant keeps its
@@ -50,22 +55,30 @@ def train_backgrounds(kind: str) -> list[Photo] | None:
         raise ValueError(f"backgrounds must be one of {CURRICULUM_BACKGROUNDS}, got {kind!r}")
     if kind == "photos":
         return None
-    train = photos_by_split(named_photos())["train"]
-    return [Photo(p.name, np.ascontiguousarray(turn(p.pixels)[..., list(order)]))
-            for p in train for turn in ORIENTATIONS for order in CHANNEL_ORDERS]
+    return _variants(photos_by_split(named_photos())["train"])
 
 
-def _render(job: tuple[str, int, int, ClassifierConfig, int, str]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+@functools.cache  # built once per render process
+def extra_backgrounds(kind: str, paths: tuple[str, ...], size: int) -> list[Photo]:
+    """`curriculum.extra_photos` (train only), at most twice the view's side, in the same
+    variants as the train photos."""
+    photos = folder_photos(paths, max_side=2 * size) if paths else []
+    return _variants(photos) if kind == "variants" else photos
+
+
+def _render(job: tuple[str, int, int, ClassifierConfig, int, str, tuple[str, ...]]
+            ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """Views, source-order labels and view-pixel boxes of train scenes start..start+n."""
     from nice.view import View
 
-    variant, start, n, classifier, seed, kind = job
+    variant, start, n, classifier, seed, kind, extra = job
     view = View(classifier)
     size = view.size
     xs = np.empty((n, size, size, 3), np.uint8)
     ys = np.empty(n, np.int64)
     boxes = np.empty((n, 4), np.int64)
-    scenes = iter_scenes(variant, "train", n, seed, photos=train_backgrounds(kind), fit=size, start=start)
+    scenes = iter_scenes(variant, "train", n, seed, photos=train_backgrounds(kind), fit=size, start=start,
+                         extra_train=extra_backgrounds(kind, extra, size))
     for k, scene in enumerate(scenes):
         g = view.geometry(*scene.frame.shape[:2])
         xs[k], ys[k] = view.apply(scene.frame), scene.label
@@ -75,17 +88,22 @@ def _render(job: tuple[str, int, int, ClassifierConfig, int, str]) -> tuple[int,
 
 def render_train_views(variant: str, count: int, classifier: ClassifierConfig, seed: int,
                        artifact_classes: list[str], backgrounds: str = "photos", workers: int = 2,
-                       progress: bool = True) -> RenderedViews:
+                       progress: bool = True, extra_photos: tuple[str, ...] = ()) -> RenderedViews:
     """The first `count` train scenes of (variant, seed) at the classifier's letterbox view.
     Labels follow `artifact_classes` (an artifact sorts its classes by name; Fashion-MNIST's
-    source order differs). Filled in place: 30,000 views at 320 px are 9 GB."""
+    source order differs). Filled in place: 30,000 views at 320 px are 9 GB. `extra_photos`
+    adds train-only backgrounds (files or folders) to the train photos."""
     if classifier.view != "letterbox":
         raise ValueError(f"the scenes curriculum renders letterbox views, not {classifier.view!r}")
     train_backgrounds(backgrounds)  # refuse a bad kind before any worker starts
     size = classifier.image_size
+    extra = tuple(str(p) for p in extra_photos)
+    if extra and not extra_backgrounds(backgrounds, extra, size):  # and a bad path or an empty folder
+        raise ValueError(f"train_classifier.curriculum.extra_photos: no colour photos in {list(extra)}")
     views = RenderedViews(np.empty((count, size, size, 3), np.uint8), np.empty(count, np.int64),
                           np.empty((count, 4), np.int64))
-    jobs = [(variant, s, min(CHUNK, count - s), classifier, seed, backgrounds) for s in range(0, count, CHUNK)]
+    jobs = [(variant, s, min(CHUNK, count - s), classifier, seed, backgrounds, extra)
+            for s in range(0, count, CHUNK)]
     bar = tqdm(total=count, desc="render train views", unit="view", disable=not progress)
     if workers > 1 and len(jobs) > 1:
         pool = mp.get_context("spawn").Pool(workers)

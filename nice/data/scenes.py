@@ -82,6 +82,38 @@ def named_photos(min_side: int = 300) -> list[Photo]:
     return sorted(photos, key=lambda p: p.name)
 
 
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def folder_photos(paths: tuple[str, ...] | list[str], max_side: int, min_side: int = 300) -> list[Photo]:
+    """Colour photos of at least `min_side` from files or folders (read recursively, sorted),
+    each scaled to at most `max_side` pixels on its longer side (a curriculum renders at the view's size, so more is memory for
+    nothing). Unreadable or grey files are skipped; a path that does not exist is an error."""
+    files: list[Path] = []
+    for entry in paths:
+        p = Path(entry)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in PHOTO_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"extra photos: {entry} does not exist")
+    out = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                if min(img.size) < min_side:
+                    continue
+                img = img.convert("RGB")
+                img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+                px = np.asarray(img)
+        except OSError:
+            continue
+        if not (px[..., 0] == px[..., 1]).all() or not (px[..., 1] == px[..., 2]).all():  # grey files skipped
+            out.append(Photo(f"extra:{f.stem}", px))
+    return out
+
+
 def photo_split(name: str) -> str:
     """A photo's split, from a hash of its name (stable whatever else is installed)."""
     u = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2**64
@@ -160,14 +192,17 @@ def _objects(variant: str, split: str, mnist_path: str | Path | None = None):
 
 def iter_scenes(variant: str, split: str, count: int, seed: int = 0,
                 photos: list[Photo] | None = None, mnist_path: str | Path | None = None,
-                fit: int | None = None, start: int = 0) -> Iterator[Scene]:
+                fit: int | None = None, start: int = 0, extra_train: list[Photo] | None = None) -> Iterator[Scene]:
     """Yield the Scenes start..start+count-1 of a split (frame, label, photo name, object box).
     `fit`: render each scene directly at the size that fits a `fit`-pixel square (what a
     letterbox view of that side sees of it), ~20x cheaper than the native frame: the same
-    draws, so the same scene, only smaller (training on fresh scenes every epoch)."""
+    draws, so the same scene, only smaller (training on fresh scenes every epoch).
+    `extra_train`: more backgrounds for the train split only, after its own photos."""
     if variant not in VARIANTS:
         raise ValueError(f"scenes variant must be one of {sorted(VARIANTS)}, got {variant!r}")
     pool = photos_by_split(photos if photos is not None else named_photos())[split]
+    if split == "train" and extra_train:
+        pool = pool + list(extra_train)
     images, labels = _objects(variant, split, mnist_path)
     for i in range(start, start + count):
         rng = np.random.default_rng([seed, SPLITS.index(split), list(VARIANTS).index(variant), i])
