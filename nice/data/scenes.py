@@ -87,8 +87,9 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 def folder_photos(paths: tuple[str, ...] | list[str], max_side: int, min_side: int = 300) -> list[Photo]:
     """Colour photos of at least `min_side` from files or folders (read recursively, sorted),
-    each scaled to at most `max_side` pixels on its longer side (a curriculum renders at the view's size, so more is memory for
-    nothing). Unreadable or grey files are skipped; a path that does not exist is an error."""
+    each scaled to at most `max_side` pixels on its longer side (a curriculum renders at the
+    view's size, so more is memory for nothing). Unreadable or grey files are skipped; a path
+    that does not exist is an error."""
     files: list[Path] = []
     for entry in paths:
         p = Path(entry)
