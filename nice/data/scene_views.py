@@ -58,11 +58,16 @@ def train_backgrounds(kind: str) -> list[Photo] | None:
     return _variants(photos_by_split(named_photos())["train"])
 
 
+@functools.cache  # read once per process
+def _extra_photos(paths: tuple[str, ...], size: int) -> list[Photo]:
+    return folder_photos(paths, max_side=2 * size) if paths else []
+
+
 @functools.cache  # built once per render process
 def extra_backgrounds(kind: str, paths: tuple[str, ...], size: int) -> list[Photo]:
     """`curriculum.extra_photos` (train only), at most twice the view's side, in the same
     variants as the train photos."""
-    photos = folder_photos(paths, max_side=2 * size) if paths else []
+    photos = _extra_photos(paths, size)
     return _variants(photos) if kind == "variants" else photos
 
 
@@ -98,7 +103,9 @@ def render_train_views(variant: str, count: int, classifier: ClassifierConfig, s
     train_backgrounds(backgrounds)  # refuse a bad kind before any worker starts
     size = classifier.image_size
     extra = tuple(str(p) for p in extra_photos)
-    if extra and not extra_backgrounds(backgrounds, extra, size):  # and a bad path or an empty folder
+    # A bad path or no colour photo fails here, before any worker starts; the parent keeps only
+    # the photos, not their 24 variants (each render process builds its own).
+    if extra and not _extra_photos(extra, size):
         raise ValueError(f"train_classifier.curriculum.extra_photos: no colour photos in {list(extra)}")
     views = RenderedViews(np.empty((count, size, size, 3), np.uint8), np.empty(count, np.int64),
                           np.empty((count, 4), np.int64))
