@@ -123,8 +123,8 @@ def test_nice_is_measured_with_the_ranking_the_compressor_stores(bench):
     b, sources, labels, model = bench
     ra = RateAccuracy(sources[:20], labels[:20], model)
     log_alpha = attribute("nice", model, ra.x, torch.from_numpy(ra.src_preds), ra.x).scores
-    searched = Masks.ranking(log_alpha, model.config, keep=(0.1,)).make(0.1)
-    assert torch.equal(topk_mask(stored_ranking(model.config, "nice", log_alpha), 0.1), searched)
+    searched = Masks.ranking(log_alpha, model.config, ra.x, keep=(0.1,)).make(0.1)
+    assert torch.equal(topk_mask(stored_ranking(model.config, "nice", log_alpha, ra.x), 0.1), searched)
     assert torch.equal(stored_ranking(model.config, "occlusion", log_alpha), log_alpha)
 
 

@@ -166,7 +166,7 @@ def test_pruned_search_classifies_less_and_every_choice_verifies():
         calls.append(0)
         search = Search.product(cfg, detail, make_mixer(cfg.mixing, cfg.gates.block))
         search.prune = prune
-        out = search.run(x, Masks.ranking(scores, cfg), [0] * len(x), [len(d) for d in sources], ["JPEG"] * len(x),
+        out = search.run(x, Masks.ranking(scores, cfg, x), [0] * len(x), [len(d) for d in sources], ["JPEG"] * len(x),
                          "RGB")
         assert all(o.choice is not None for o in out)
         stored = np.stack([decode(o.choice.data, "RGB") for o in out])

@@ -95,3 +95,38 @@ def test_rank_scores_window_and_identity():
     assert torch.equal(rank_scores(s, 1), s)
     sm = rank_scores(s, 3)
     assert sm[0, 3, 3] == pytest.approx(1.0) and sm[0, 2, 2] == pytest.approx(1.0) and sm[0, 0, 0] == 0
+
+
+def test_inert_blocks_rank_last_in_their_smoothed_order():
+    """A block equal to the stored background (the same image kept or removed) ranks below every
+    live block, whatever its score; live blocks keep the smoothed order; off, it is the smoothed one."""
+    from nice.config import NiceConfig
+    from nice.gates import rank_scores, topk_mask
+    from nice.ranking import live_blocks, search_ranking
+
+    cfg = NiceConfig()  # zero background, per-pixel gates, 5 px window
+    x = torch.zeros(2, 1, 12, 12)
+    x[:, :, 2:10, 6] = 0.8  # a vertical stroke: 8 live pixels
+    x[1, :, 5, 2] = 1 / 255  # one grey level above the background is live
+    scores = torch.zeros(2, 12, 12)
+    scores[:, 0:5, 0:5] = 10.0  # the generator's strongest scores sit on the empty paper
+    live = live_blocks(x, cfg)
+    assert live[0].sum() == 8 and live[1].sum() == 9 and bool(live[1, 5, 2])
+    ranked = search_ranking(cfg, scores, x)
+    smoothed = rank_scores(scores, 5)
+    for i in range(2):
+        n = int(live[i].sum())
+        top = topk_mask(ranked[i:i + 1], n / 144)[0, 0].bool()
+        assert torch.equal(top, live[i]), "the top blocks are the live ones, not the high-scored paper"
+        # the order inside each group is the smoothed one
+        assert torch.equal(ranked[i][live[i]].argsort(stable=True), smoothed[i][live[i]].argsort(stable=True))
+        assert torch.equal(ranked[i][~live[i]].argsort(stable=True), smoothed[i][~live[i]].argsort(stable=True))
+    cfg.search.rank_inert_last = False
+    assert torch.equal(search_ranking(cfg, scores, x), smoothed)
+    # the mean background of colour models: a block is inert only where it equals the image's mean
+    colour = NiceConfig()
+    colour.mixing.mode, colour.gates.block = "mean", 4
+    flat = torch.full((1, 3, 8, 8), 0.5)
+    flat[:, :, :4, :4] = 0.9
+    assert live_blocks(flat, colour).all()
+    assert not live_blocks(torch.full((1, 3, 8, 8), 0.3), colour).any()

@@ -151,11 +151,11 @@ class Compressor:
         """The generator's gate logits (N,1,h,w) for a float batch."""
         return self.generator(x.to(self.device).contiguous(memory_format=self.gen_format)).float().cpu()
 
-    def masks(self, log_alpha: torch.Tensor) -> Masks:
-        """The mask source of this job: the generator's ranking at the search's keep levels,
-        or on the fixed path its gates at tau and the guard's lower taus."""
+    def masks(self, log_alpha: torch.Tensor, x: torch.Tensor) -> Masks:
+        """The mask source of this job (views `x`): the generator's ranking at the search's keep
+        levels, or on the fixed path its gates at tau and the guard's lower taus."""
         if self.cfg.search.enabled:
-            return Masks.ranking(log_alpha[:, 0], self.cfg)
+            return Masks.ranking(log_alpha[:, 0], self.cfg, x)
         return Masks.thresholds(log_alpha, self.gates, self.taus, self.cfg.guard.dilate)
 
     def view_classify(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,9 +199,9 @@ class Compressor:
         if self.ranking is not None and self.cfg.search.enabled:
             with torch.inference_mode(False):  # gradient rankings need autograd
                 scores = self.ranking(xv.clone(), np.asarray(pred))
-            masks = Masks.ranking(scores.detach().float(), self.cfg)
+            masks = Masks.ranking(scores.detach().float(), self.cfg, xv)
         else:
-            masks = self.masks(self.log_alpha(xv))
+            masks = self.masks(self.log_alpha(xv), xv)
         self.rank_seconds += time.perf_counter() - t0
         for i, w in enumerate(works):
             w.pred_src, w.prob_src = int(pred[i]), float(conf[i])

@@ -35,8 +35,9 @@ from PIL import Image
 from nice.codec import CodecLimit, Effort, Rung, decode, encode, final_effort, fixed_effort, fixed_rung, ladders, \
     output_format, probe_effort, search_formats
 from nice.config import NiceConfig
-from nice.gates import HardConcrete, rank_scores, rank_window, topk_mask
+from nice.gates import HardConcrete, rank_scores, topk_mask
 from nice.imageio import to_uint8_batch
+from nice.ranking import search_ranking
 
 # Classifies a uint8 batch (N,H,W[,C]) -> (top-1 class, its probability).
 ClassifyFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -65,11 +66,12 @@ class Masks:
                    lambda k: topk_mask(ranked, k) if k < 1.0 else torch.ones_like(ranked[:, None]))
 
     @classmethod
-    def ranking(cls, scores: torch.Tensor, cfg: NiceConfig, keep: Sequence[float] | None = None) -> "Masks":
-        """`top_k` as the product ranks: the keep levels `search.keep` (or `keep`), scores
-        smoothed over ~`search.rank_smooth_px` pixels of the model's gate grid."""
-        return cls.top_k(scores, cfg.search.keep if keep is None else keep,
-                         rank_window(cfg.search.rank_smooth_px, cfg.gates.block))
+    def ranking(cls, scores: torch.Tensor, cfg: NiceConfig, x: torch.Tensor,
+                keep: Sequence[float] | None = None) -> "Masks":
+        """`top_k` as the product ranks the blocks of images `x` (`nice.ranking.search_ranking`:
+        smoothed over ~`search.rank_smooth_px` pixels, inert blocks last) at the keep levels
+        `search.keep` (or `keep`)."""
+        return cls.top_k(search_ranking(cfg, scores, x), cfg.search.keep if keep is None else keep)
 
     @classmethod
     def whole_image(cls, n: int) -> "Masks":

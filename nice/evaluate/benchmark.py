@@ -32,6 +32,7 @@ from nice.evaluate.baselines import downsampled, reencode
 from nice.gates import HardConcrete, rank_scores, rank_window, upsample_gates
 from nice.imageio import decode_image, image_pixels, to_float_batch, to_uint8_batch
 from nice.mixing import background, make_mixer
+from nice.ranking import search_ranking
 
 MAX_DROP_POINTS = 0.5
 GOAL_RATIO = 0.8  # "Make NICE win": NICE's bytes at most 0.8x the best baseline's, same accuracy budget
@@ -242,7 +243,7 @@ class RateAccuracy:
         search = Search.product(self.cfg, self.clf, self.mixer)
         if scores is None:
             return self.searched(method, setting, search, lambda sl: Masks.whole_image(len(self.x[sl])))
-        return self.searched(method, setting, search, lambda sl: Masks.ranking(scores[sl], self.cfg))
+        return self.searched(method, setting, search, lambda sl: Masks.ranking(scores[sl], self.cfg, self.x[sl]))
 
     # -- codec baselines --------------------------------------------------------------------
     def quality_sweep(self, fmt: str, qualities: Sequence[int]) -> list[RatePoint]:
@@ -275,13 +276,17 @@ class RateAccuracy:
         return self._point("posterize", f"{levels} levels PNG", sizes, self._preds(back))
 
 
-def stored_ranking(cfg: Any, method: str, scores: torch.Tensor) -> torch.Tensor:
-    """The ranking a method is measured with. NICE's is the one the compressor stores: its
-    log-alpha smoothed over ~`search.rank_smooth_px` pixels (what the rank loss trains and the
-    search cuts at each keep level); the other methods' are their own scores, as published."""
+def stored_ranking(cfg: Any, method: str, scores: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+    """The ranking a method is measured with. NICE's is the one the compressor stores for images
+    `x` (`nice.ranking.search_ranking`: log-alpha smoothed over ~`search.rank_smooth_px` pixels,
+    inert blocks last; what the rank loss trains and the search cuts at each keep level); the
+    other methods' are their own scores, as published. Without `x`, NICE's smoothed scores
+    alone: values to read (infidelity, sensitivity), where an inert block's has no effect."""
     if method != "nice":
         return scores
-    return rank_scores(scores, rank_window(cfg.search.rank_smooth_px, cfg.gates.block))
+    if x is None:
+        return rank_scores(scores, rank_window(cfg.search.rank_smooth_px, cfg.gates.block))
+    return search_ranking(cfg, scores, x)
 
 
 def attribution_values(method: str, ranking: torch.Tensor) -> torch.Tensor:
@@ -306,7 +311,7 @@ def explanation_scores(ra: RateAccuracy, scores: dict[str, torch.Tensor], second
     block = ra.cfg.gates.block
     out = []
     for method, raw in scores.items():
-        s = stored_ranking(ra.cfg, method, raw)
+        s = stored_ranking(ra.cfg, method, raw, ra.x)
         dele, ins = [], []
         for f in np.linspace(0, 1, steps + 1):
             z = topk_mask(s, float(f))
@@ -327,7 +332,8 @@ def explanation_scores(ra: RateAccuracy, scores: dict[str, torch.Tensor], second
             morf, lerf = fa.road(ra.clf.probs, ra.x[:k], s[:k], labels[:k], block)
             e.road_morf, e.road_lerf = float(np.mean(morf)), float(np.mean(lerf))
             e.road_curves = {f"{int(f * 100)}%": [m, le] for f, m, le in zip(fa.ROAD_LEVELS, morf, lerf)}
-            e.infidelity = fa.infidelity(ra.clf.probs, ra.x, bg, attribution_values(method, s), target, block)
+            values = attribution_values(method, stored_ranking(ra.cfg, method, raw))
+            e.infidelity = fa.infidelity(ra.clf.probs, ra.x, bg, values, target, block)
             e.sensitivity_max = _sensitivity(ra, method, min(sensitivity_limit, len(ra.x)))
         out.append(e)
     return out
@@ -369,7 +375,7 @@ def per_class_examples(ra: RateAccuracy, scores: dict[str, torch.Tensor], tau: f
     density = gates.mean(dim=(1, 2, 3))
     size = tuple(ra.x.shape[-2:])
     # Every method's top blocks at NICE's per-image density, each ranked as it is measured.
-    masks = {m: upsample_gates(topk_mask(stored_ranking(ra.cfg, m, scores[m][idx]), density), ra.cfg.gates.block,
+    masks = {m: upsample_gates(topk_mask(stored_ranking(ra.cfg, m, scores[m][idx], ra.x[idx]), density), ra.cfg.gates.block,
                                size)[:, 0].numpy().astype(bool) for m in methods if m in scores}
     return Examples(ra.pixels[picks], ra.labels[picks], ra.src_preds[picks], masks,
                     to_uint8_batch(ra.mixer(ra.x[idx], gates)))

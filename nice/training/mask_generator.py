@@ -123,7 +123,9 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
             total, rank, distilled = parts.total, parts.total.new_zeros(()), parts.total.new_zeros(())
             if mc.rank_weight > 0 or mc.teacher_weight > 0:
                 keep = rank_keep[torch.randint(len(rank_keep), (len(x),))].to(device)
-                ranked = rank_scores(log_alpha.float()[:, 0], window)  # what the search cuts
+                # The search's order (smoothed log-alpha); the inert-last shift only moves its
+                # cut-offs, and training through it measured worse (MNIST, 5% kept: 92.1 -> 90.0%).
+                ranked = rank_scores(log_alpha.float()[:, 0], window)
             if mc.rank_weight > 0:
                 z_top = relaxed_topk(ranked, keep, mc.rank_temperature)
                 with autocast(device, mc.amp):

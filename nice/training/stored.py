@@ -28,9 +28,10 @@ from nice.codec import Rung, decode, encode, ladders, probe_effort, search_forma
 from nice.config import NiceConfig
 from nice.data.arrays import make_loader
 from nice.device import seed_everything
-from nice.gates import rank_scores, rank_window, topk_mask
+from nice.gates import topk_mask
 from nice.imageio import to_float_batch, to_uint8_batch
 from nice.mixing import make_mixer
+from nice.ranking import search_ranking
 from nice.training.common import EpochCallback, TrainResult
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ class StoredImages:
         self.cfg = cfg
         self.generator = generator.eval()
         self.mixer = make_mixer(cfg.mixing, cfg.gates.block)
-        self.window = rank_window(cfg.search.rank_smooth_px, cfg.gates.block)
         self.mode = "L" if cfg.classifier.in_channels == 1 else "RGB"
         grey = self.mode == "L"
         self.rungs: list[Rung] = [r for fmt in search_formats(cfg.search.formats, "PNG" if grey else "JPEG")
@@ -55,7 +55,7 @@ class StoredImages:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        scores = rank_scores(self.generator(x)[:, 0].float(), self.window)
+        scores = search_ranking(self.cfg, self.generator(x)[:, 0], x)
         keep = torch.from_numpy(self.rng.choice(np.asarray(self.cfg.search.keep, dtype=np.float32), len(x)))
         pixels = to_uint8_batch(self.mixer(x, topk_mask(scores, keep)))
         out = []
