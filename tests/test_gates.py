@@ -121,6 +121,14 @@ def test_inert_blocks_rank_last_in_their_smoothed_order():
         # the order inside each group is the smoothed one
         assert torch.equal(ranked[i][live[i]].argsort(stable=True), smoothed[i][live[i]].argsort(stable=True))
         assert torch.equal(ranked[i][~live[i]].argsort(stable=True), smoothed[i][~live[i]].argsort(stable=True))
+    # opt-in: the change a block makes weighs in (equal scores: the brighter stroke pixel first)
+    cfg.search.rank_change_weight = 1.0
+    flat = torch.zeros(1, 12, 12)
+    x2 = torch.zeros(1, 1, 12, 12)
+    x2[0, 0, 3, 3], x2[0, 0, 8, 8] = 0.2, 0.9
+    top = topk_mask(search_ranking(cfg, flat, x2), 1 / 144)[0, 0]
+    assert top[8, 8] == 1 and top.sum() == 1
+    cfg.search.rank_change_weight = 0.0
     cfg.search.rank_inert_last = False
     assert torch.equal(search_ranking(cfg, scores, x), smoothed)
     # the mean background of colour models: a block is inert only where it equals the image's mean
