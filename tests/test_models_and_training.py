@@ -203,11 +203,12 @@ def test_distilling_a_teacher_moves_the_stored_ranking_to_the_teachers(small_mod
 
 def test_stored_images_are_what_the_search_stores(small_model, mnist_small):
     """With one keep level and one rung, the augmentation is exactly the search's candidate:
-    the top-k mix, posterised to 2 grey levels and stored losslessly (decoded bit-exact)."""
+    the search's top-k mix (its ranking: smoothed, inert blocks last), posterised to 2 grey
+    levels and stored losslessly (decoded bit-exact)."""
     import numpy as np
 
     from nice.bundle import NiceModel
-    from nice.gates import rank_scores, rank_window, topk_mask
+    from nice.compress.search import Masks
     from nice.imageio import to_uint8_batch
     from nice.mixing import make_mixer
     from nice.codec import posterise
@@ -220,7 +221,7 @@ def test_stored_images_are_what_the_search_stores(small_model, mnist_small):
     out = StoredImages(cfg, model.generator)(x)
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     with torch.no_grad():
-        z = topk_mask(rank_scores(model.generator(x)[:, 0], rank_window(cfg.search.rank_smooth_px, 1)), 0.1)
+        z = Masks.ranking(model.generator(x)[:, 0], cfg, x).make(0.1)
     expect = posterise(to_uint8_batch(make_mixer(cfg.mixing, 1)(x, z)), 2)
     assert np.array_equal(to_uint8_batch(out), expect)
 
@@ -231,7 +232,7 @@ def test_stored_images_use_the_stored_background_not_the_training_one(small_mode
     import numpy as np
 
     from nice.bundle import NiceModel
-    from nice.gates import rank_scores, rank_window, topk_mask
+    from nice.compress.search import Masks
     from nice.imageio import to_uint8_batch
     from nice.training.stored import StoredImages
 
@@ -242,7 +243,7 @@ def test_stored_images_use_the_stored_background_not_the_training_one(small_mode
     x = torch.stack([test[i][0] for i in range(8)])
     out = to_uint8_batch(StoredImages(cfg, model.generator)(x))
     with torch.no_grad():
-        z = topk_mask(rank_scores(model.generator(x)[:, 0], rank_window(cfg.search.rank_smooth_px, 1)), 0.1)
+        z = Masks.ranking(model.generator(x)[:, 0], cfg, x).make(0.1)
     means = to_uint8_batch(x.mean(dim=(2, 3), keepdim=True).expand_as(x))
     dropped = z[:, 0].numpy() == 0
     assert np.array_equal(out[dropped], means[dropped])  # lossless rung: exactly the mean grey
