@@ -279,8 +279,8 @@ class RateAccuracy:
 def stored_ranking(cfg: Any, method: str, scores: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
     """The ranking a method is measured with. NICE's is the one the compressor stores for images
     `x` (`nice.ranking.search_ranking`: log-alpha smoothed over ~`search.rank_smooth_px` pixels,
-    inert blocks last; what the rank loss trains and the search cuts at each keep level); the
-    other methods' are their own scores, as published. Without `x`, NICE's smoothed scores
+    inert blocks last; the search cuts it at each keep level, the rank loss trains its smoothed
+    order); the other methods' are their own scores, as published. Without `x`, NICE's smoothed scores
     alone: values to read (infidelity, sensitivity), where an inert block's has no effect."""
     if method != "nice":
         return scores
