@@ -38,9 +38,15 @@ def live_blocks(x: torch.Tensor, cfg: NiceConfig) -> torch.Tensor:
     return block_change(x, cfg) > INERT_TOLERANCE
 
 
+def smoothed_scores(cfg: NiceConfig, scores: torch.Tensor) -> torch.Tensor:
+    """Block scores (N,h,w) averaged over ~`search.rank_smooth_px` pixels: the search's order
+    before the inert shift (what the rank loss trains; values for infidelity and sensitivity)."""
+    return rank_scores(scores.float(), rank_window(cfg.search.rank_smooth_px, cfg.gates.block))
+
+
 def search_ranking(cfg: NiceConfig, scores: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Block scores (N,h,w) of images `x` as the search ranks them (see the module's docstring)."""
-    ranked = rank_scores(scores.float(), rank_window(cfg.search.rank_smooth_px, cfg.gates.block))
+    ranked = smoothed_scores(cfg, scores)
     weight = cfg.search.rank_change_weight
     if not cfg.search.rank_inert_last and not weight:
         return ranked

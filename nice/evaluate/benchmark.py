@@ -29,10 +29,10 @@ from nice.codec import Rung, final_effort, fixed_effort, fixed_rung, output_form
 from nice.compress.search import Masks, Search
 from nice.evaluate.attributions import LEARNED, InferenceNets, attribute, topk_mask
 from nice.evaluate.baselines import downsampled, reencode
-from nice.gates import HardConcrete, rank_scores, rank_window, upsample_gates
+from nice.gates import HardConcrete, upsample_gates
 from nice.imageio import decode_image, image_pixels, to_float_batch, to_uint8_batch
 from nice.mixing import background, make_mixer
-from nice.ranking import search_ranking
+from nice.ranking import search_ranking, smoothed_scores
 
 MAX_DROP_POINTS = 0.5
 GOAL_RATIO = 0.8  # "Make NICE win": NICE's bytes at most 0.8x the best baseline's, same accuracy budget
@@ -285,7 +285,7 @@ def stored_ranking(cfg: Any, method: str, scores: torch.Tensor, x: torch.Tensor 
     if method != "nice":
         return scores
     if x is None:
-        return rank_scores(scores, rank_window(cfg.search.rank_smooth_px, cfg.gates.block))
+        return smoothed_scores(cfg, scores)
     return search_ranking(cfg, scores, x)
 
 
