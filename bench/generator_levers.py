@@ -54,6 +54,9 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--rank-weight", type=float, default=None)
     ap.add_argument("--rank-keep", type=float, nargs="+", default=None)
+    ap.add_argument("--deletion-weight", type=float, default=None,
+                    help="weight of the deletion term (the source class's probability with the top blocks removed)")
+    ap.add_argument("--deletion-levels", type=float, nargs="+", default=None)
     ap.add_argument("--lam", type=float, default=None)
     ap.add_argument("--mu", type=float, default=None, help="compactness: the TV weight on the gate probabilities")
     ap.add_argument("--rank-smooth-px", type=int, default=None,
@@ -82,6 +85,10 @@ def main() -> None:
         tg["rank_weight"] = args.rank_weight
     if args.rank_keep:
         tg["rank_keep"] = tuple(args.rank_keep)
+    if args.deletion_weight is not None:
+        tg["deletion_weight"] = args.deletion_weight
+    if args.deletion_levels:
+        tg["deletion_levels"] = tuple(args.deletion_levels)
     if args.lam is not None:
         tg["lam"] = args.lam
     if args.mu is not None:

@@ -173,6 +173,13 @@ class MaskTrainConfig:
     # `rank_keep`), the teacher's scores computed once per training image and served with it
     # (a dataset of (x, y, teacher) items; `nice.training.teacher`).
     teacher_weight: float = 0.0
+    # Deletion term (issue 20's lever; 0 = off): the classifier's probability of the source
+    # class on images whose top-d blocks (d drawn per image from `deletion_levels`, the
+    # smoothed order the search cuts) are replaced by the background, minimised through the
+    # same relaxed top-k as the rank loss. The rank loss trains the ranking for keeping; this
+    # trains it for removing, which the deletion AUC measures.
+    deletion_weight: float = 0.0
+    deletion_levels: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
     # The background the generator trains against; "" = the one stored (`mixing.mode`). Colour
     # models train against `lowres` and store `mean`: against a flat background the frozen
     # classifier is lost at first (KL ~3 with half the gates open) and the L0 term shuts every
