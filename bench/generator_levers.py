@@ -67,6 +67,8 @@ def main() -> None:
                     help='JSON override of the generator section, e.g. \'{"arch": "features"}\': trained from scratch')
     ap.add_argument("--set", default=None, help="a partial config (JSON) merged over the lever's, e.g. "
                     "'{\"train_generator\": {\"task_loss\": \"ce\"}}' or '{\"gates\": {\"block\": 4}}'")
+    ap.add_argument("--scratch", action="store_true",
+                    help="train the generator from scratch (the control for --generator, which always does)")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None,
@@ -103,7 +105,7 @@ def main() -> None:
     over = merge_overrides(over, json.loads(args.set)) if args.set else over
     cfg = model.config.with_overrides(over)
     same = cfg.generator == model.config.generator and cfg.gates == model.config.gates
-    init = model.generator if same else None  # another architecture or gate grid: from scratch
+    init = model.generator if same and not args.scratch else None  # another architecture or gate grid: from scratch
     train, val, names, _ = training_data(args.dataset, limit=args.limit or None, view=View.of(cfg.classifier))
     report: dict[str, object] = {"out": str(Path(args.out)), **over}
     if args.teacher:
