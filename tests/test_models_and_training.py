@@ -163,6 +163,16 @@ def test_rank_loss_fine_tuning_keeps_more_predictions_at_few_blocks(small_model,
     assert after > before + 0.05, (before, after)
 
 
+def _fine_tunes(model, train, val, weight_key: str, **settings) -> dict:
+    """The same short fine-tune of `model`'s generator with `weight_key` at 0 and at 2."""
+    runs = {}
+    for weight in (0.0, 2.0):
+        cfg = model.config.with_overrides({"train_generator": {
+            "epochs": 2, weight_key: weight, "lr": 1e-3, "batch_size": 64, **settings}})
+        runs[weight] = train_mask_generator(cfg, model.classifier, train, val, progress=False, init=model.generator)
+    return runs
+
+
 def test_distilling_a_teacher_moves_the_stored_ranking_to_the_teachers(small_model, mnist_small):
     """Issue 20's distillation lever: fine-tuned with `teacher_weight`, the blocks the search
     would keep (the smoothed top 10%) overlap the teacher's top 10% more, on held-out digits,
@@ -189,14 +199,11 @@ def test_distilling_a_teacher_moves_the_stored_ranking_to_the_teachers(small_mod
     part = torch.utils.data.Subset(train, range(2000))
     taught = WithTeacher(part, teacher_scores(model, part, "saliency", progress=False))
     val = torch.utils.data.Subset(test, range(500, 756))
-    runs = {}
-    for weight in (0.0, 2.0):
-        cfg = model.config.with_overrides({"train_generator": {
-            "epochs": 2, "teacher_weight": weight, "rank_keep": [0.1], "lr": 1e-3, "batch_size": 64}})
-        runs[weight] = train_mask_generator(cfg, model.classifier, taught, val, progress=False, init=model.generator)
+    runs = _fine_tunes(model, taught, val, "teacher_weight", rank_keep=[0.1])
     alone, distilled = overlap(runs[0.0].model), overlap(runs[2.0].model)
     assert runs[2.0].final["train_teacher"] > 0 and runs[0.0].final["train_teacher"] == 0
     assert distilled > alone + 0.01, (overlap(model.generator), alone, distilled)
+    cfg = model.config.with_overrides({"train_generator": {"teacher_weight": 2.0}})
     with pytest.raises(ValueError, match="teacher"):
         train_mask_generator(cfg, model.classifier, part, val, progress=False, init=model.generator)
 
@@ -222,13 +229,8 @@ def test_deletion_term_makes_removing_the_top_blocks_hurt_the_class_more(small_m
             probs = torch.softmax(model.classifier(mixer(x, 1 - z)), dim=1)
         return probs.gather(1, source[:, None]).mean().item()
 
-    part = torch.utils.data.Subset(train, range(2000))
-    val = torch.utils.data.Subset(test, range(500, 756))
-    runs = {}
-    for weight in (0.0, 2.0):
-        cfg = model.config.with_overrides({"train_generator": {
-            "epochs": 2, "deletion_weight": weight, "deletion_levels": [0.1], "lr": 1e-3, "batch_size": 64}})
-        runs[weight] = train_mask_generator(cfg, model.classifier, part, val, progress=False, init=model.generator)
+    runs = _fine_tunes(model, torch.utils.data.Subset(train, range(2000)), torch.utils.data.Subset(test, range(500, 756)),
+                       "deletion_weight", deletion_levels=[0.1])
     alone, deleting = left_after_deletion(runs[0.0].model), left_after_deletion(runs[2.0].model)
     assert runs[2.0].final["train_deleted"] > 0 and runs[0.0].final["train_deleted"] == 0
     assert deleting < alone - 0.03, (left_after_deletion(model.generator), alone, deleting)
