@@ -10,6 +10,8 @@ deletion/insertion AUC on the stored background, and the bytes ratio of the per-
       --teacher integrated_gradients --teacher-weight 1 --limit 20000 --measure 1000
   python bench/generator_levers.py --model M --dataset mnist --out OUT --rank-smooth-px 1 \
       --mu 1 --limit 20000 --measure 1000
+  python bench/generator_levers.py --model M --dataset mnist --out OUT --deletion-weight 1 \
+      --limit 20000 --measure 1000
   python bench/generator_levers.py --model M --dataset SCENES --out OUT --generator '{"arch": "features"}' \
       --lr 2e-3 --epochs 2 --set '{"train_generator": {"task_loss": "ce"}}'
 """
