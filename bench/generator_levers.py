@@ -12,6 +12,8 @@ per-image search.
       --teacher integrated_gradients --teacher-weight 1 --limit 20000 --measure 1000
   python bench/generator_levers.py --model M --dataset mnist --out OUT --rank-smooth-px 1 \
       --mu 1 --limit 20000 --measure 1000
+  python bench/generator_levers.py --model M --dataset ART --classifier C --out OUT --teacher occlusion \
+      --teacher-cache occ.pt --limit 12000 --measure 1000
   python bench/generator_levers.py --model M --dataset mnist --out OUT --deletion-weight 1 \
       --limit 20000 --measure 1000
   python bench/generator_levers.py --model M --dataset SCENES --out OUT --generator '{"arch": "features"}' \
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import TensorDataset
 
 from nice.bundle import NiceModel
 from nice.checkpoint import load_classifier
@@ -53,6 +56,18 @@ def measure(model: NiceModel, spec: str, limit: int) -> dict[str, float]:
             "insertion_auc": e.insertion_auc, "search_bytes_ratio": point.bytes_ratio, "search_flips": point.flips}
 
 
+def first_images(data, n: int) -> TensorDataset:
+    """The first `n` images of a (streamed) training split, in memory: a map-style dataset that a
+    teacher's per-image scores can index (`WithTeacher`)."""
+    xs, ys = [], []
+    for x, y, *_ in data:
+        xs.append(torch.as_tensor(x).float())
+        ys.append(int(y))
+        if len(xs) == n:
+            break
+    return TensorDataset(torch.stack(xs), torch.tensor(ys))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -69,6 +84,9 @@ def main() -> None:
                     help="search.rank_smooth_px of the new model: what the rank loss, the distillation and its search cut")
     ap.add_argument("--teacher", choices=TEACHERS, default=None, help="distil this ranking into the generator")
     ap.add_argument("--teacher-weight", type=float, default=1.0)
+    ap.add_argument("--teacher-cache", default=None,
+                    help="a .pt file of the teacher's scores: read when it exists, written after computing "
+                         "(occlusion costs ~0.1 s an image; several levers share one)")
     ap.add_argument("--generator", default=None,
                     help='JSON override of the generator section, e.g. \'{"arch": "features"}\': trained from scratch')
     ap.add_argument("--set", default=None, help="a partial config (JSON) merged over the lever's, e.g. "
@@ -83,14 +101,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None,
-                    help="training images of a builtin set (default 20000, 0 = all); an artifact trains on its "
-                         "whole train split")
+                    help="training images (a builtin set: default 20000, 0 = all; an artifact: its whole train "
+                         "split unless given, then its first N train images, held in memory)")
     ap.add_argument("--measure", type=int, default=0, help="measure both models on the first N test images")
     args = ap.parse_args()
     if args.dataset in BUILTIN:
         args.limit = 20000 if args.limit is None else args.limit
-    elif args.limit:
-        ap.error("--limit applies to builtin sets (mnist, fashion-mnist); an artifact trains on its whole train split")
     configure_threads()
     model = NiceModel.load(args.model)
     tg = {"epochs": args.epochs, "lr": args.lr}
@@ -118,11 +134,20 @@ def main() -> None:
     same = cfg.generator == model.config.generator and cfg.gates == model.config.gates
     init = model.generator if same and not args.scratch else None  # another architecture or gate grid: from scratch
     train, val, names, _ = training_data(args.dataset, limit=args.limit or None, view=View.of(cfg.classifier))
+    if args.dataset not in BUILTIN and args.limit:
+        train = first_images(train, args.limit)
     plain = train  # the stored fine-tune reads (x, y) items, not a teacher's
     report: dict[str, object] = {"out": str(Path(args.out)), **over}
     if args.teacher:
         t0 = time.perf_counter()
-        train = WithTeacher(train, teacher_scores(model, train, args.teacher))
+        cache = Path(args.teacher_cache) if args.teacher_cache else None
+        if cache is not None and cache.exists():
+            scores = torch.load(cache, weights_only=True)
+        else:
+            scores = teacher_scores(model, train, args.teacher)
+            if cache is not None:
+                torch.save(scores, cache)
+        train = WithTeacher(train, scores)
         report["teacher_seconds"] = time.perf_counter() - t0
     classifier = load_classifier(args.classifier)[0] if args.classifier else model.classifier
     res = train_mask_generator(cfg, classifier, train, val, init=init)
