@@ -84,6 +84,8 @@ def main() -> None:
                     help="search.rank_smooth_px of the new model: what the rank loss, the distillation and its search cut")
     ap.add_argument("--teacher", choices=TEACHERS, default=None, help="distil this ranking into the generator")
     ap.add_argument("--teacher-weight", type=float, default=1.0)
+    ap.add_argument("--teacher-loss", choices=["topk", "listwise"], default=None,
+                    help="train_generator.teacher_loss: the BCE at the cut-off or the KL over all blocks")
     ap.add_argument("--teacher-cache", default=None,
                     help="a .pt file of the teacher's scores: read when it exists, written after computing "
                          "(occlusion costs ~0.1 s an image; several levers share one)")
@@ -124,6 +126,8 @@ def main() -> None:
         tg["mu"] = args.mu
     if args.teacher:
         tg["teacher_weight"] = args.teacher_weight
+        if args.teacher_loss:
+            tg["teacher_loss"] = args.teacher_loss
     over: dict[str, dict] = {"train_generator": tg}
     if args.rank_smooth_px is not None:
         over["search"] = {"rank_smooth_px": args.rank_smooth_px}
@@ -136,7 +140,10 @@ def main() -> None:
     train, val, names, _ = training_data(args.dataset, limit=args.limit or None, view=View.of(cfg.classifier))
     if args.dataset not in BUILTIN and args.limit:
         train = first_images(train, args.limit)
-    plain = train  # the stored fine-tune reads (x, y) items, not a teacher's
+    # The stored fine-tune reads (x, y) items, not a teacher's. Re-run (--classifier), it sees the
+    # whole train split as in the product: on a subset its keep gate can refuse it (Fashion-MNIST at
+    # 12,000 images), which would measure the plain classifier instead.
+    plain = training_data(args.dataset, view=View.of(cfg.classifier))[0] if args.classifier else train
     report: dict[str, object] = {"out": str(Path(args.out)), **over}
     if args.teacher:
         t0 = time.perf_counter()

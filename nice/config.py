@@ -173,6 +173,10 @@ class MaskTrainConfig:
     # `rank_keep`), the teacher's scores computed once per training image and served with it
     # (a dataset of (x, y, teacher) items; `nice.training.teacher`).
     teacher_weight: float = 0.0
+    # "topk": that BCE at the cut-off; "listwise": the KL of the softmax over all blocks against
+    # the teacher's (nice.losses.listwise_distillation), which also trains the order inside and
+    # below the kept set.
+    teacher_loss: str = "topk"
     # Deletion term (issue 20's lever; 0 = off): the classifier's probability of the source
     # class on images whose top-d blocks (d drawn per image from `deletion_levels`, the
     # smoothed order the search cuts) are replaced by the background, minimised through the
@@ -195,6 +199,8 @@ class MaskTrainConfig:
             raise ValueError(f"target must be one of {TARGET_MODES}, got {self.target!r}")
         if self.task_loss not in ("ce", "kl"):
             raise ValueError(f"task_loss must be ce or kl, got {self.task_loss!r}")
+        if self.teacher_loss not in ("topk", "listwise"):
+            raise ValueError(f"train_generator.teacher_loss must be topk or listwise, got {self.teacher_loss!r}")
         if self.mixing and self.mixing not in MIXING_MODES:
             raise ValueError(f"train_generator.mixing must be empty or one of {MIXING_MODES}, got {self.mixing!r}")
 

@@ -67,3 +67,15 @@ def topk_distillation(scores: torch.Tensor, teacher: torch.Tensor, keep: torch.T
     t = topk_threshold(scores.detach(), keep)
     target = topk_mask(teacher, keep).reshape(n, -1)
     return F.binary_cross_entropy_with_logits((flat - t) / temperature, target)
+
+
+def listwise_distillation(scores: torch.Tensor, teacher: torch.Tensor, teacher_temperature: float = 0.5) -> torch.Tensor:
+    """Distil a teacher's ranking over every block (ListNet's top-one KL): the student's softmax
+    over an image's blocks against the softmax of the teacher's per-image standardised scores.
+    Unlike `topk_distillation`, every block's place gets a gradient, not only the cut-off's
+    neighbours, and the teacher's margins (how much more a block matters) are kept."""
+    n = len(scores)
+    t = teacher.reshape(n, -1).float()
+    t = (t - t.mean(1, keepdim=True)) / (t.std(1, keepdim=True) + 1e-8)
+    p = torch.softmax(t / teacher_temperature, dim=1)
+    return F.kl_div(F.log_softmax(scores.reshape(n, -1).float(), dim=1), p, reduction="batchmean")

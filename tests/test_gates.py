@@ -138,3 +138,23 @@ def test_inert_blocks_rank_last_in_their_smoothed_order():
     flat[:, :, :4, :4] = 0.9
     assert live_blocks(flat, colour).all()
     assert not live_blocks(torch.full((1, 3, 8, 8), 0.3), colour).any()
+
+
+def test_listwise_distillation_is_least_at_the_teachers_order_and_moves_every_block_towards_it():
+    from nice.losses import listwise_distillation
+
+    torch.manual_seed(0)
+    teacher = torch.randn(4, 6, 6) * 3 + 1  # any scale and offset: standardised per image
+    z = (teacher - teacher.mean((1, 2), keepdim=True)) / teacher.reshape(4, -1).std(1)[:, None, None]
+    assert listwise_distillation(z / 0.5, teacher).item() < 1e-5  # the teacher's own softmax: KL 0
+    student = torch.zeros(4, 6, 6, requires_grad=True)  # no order yet
+    reversed_ = listwise_distillation(-z / 0.5, teacher)
+    loss = listwise_distillation(student, teacher)
+    assert reversed_ > loss > 0
+    loss.backward()
+    g = student.grad.reshape(4, -1)
+    flat = teacher.reshape(4, -1)
+    # descending the gradient raises the teacher's first block and lowers its last, in every image
+    assert (g.gather(1, flat.argmax(1, keepdim=True)) < 0).all()
+    assert (g.gather(1, flat.argmin(1, keepdim=True)) > 0).all()
+    assert (g != 0).float().mean() > 0.9  # every block's place is trained, not only the cut-off's

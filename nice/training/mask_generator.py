@@ -15,7 +15,7 @@ from nice.config import MixingConfig, NiceConfig
 from nice.data.arrays import make_loader
 from nice.device import pick_device, seed_everything
 from nice.gates import HardConcrete, relaxed_topk, upsample_gates
-from nice.losses import NiceLoss, kl_to_source, topk_distillation
+from nice.losses import NiceLoss, kl_to_source, listwise_distillation, topk_distillation
 from nice.mixing import make_mixer
 from nice.ranking import smoothed_scores
 from nice.models import build_generator
@@ -147,7 +147,9 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
                 deleted = probs.gather(1, source[:, None]).mean()
                 total = total + mc.deletion_weight * deleted
             if mc.teacher_weight > 0:
-                distilled = topk_distillation(ranked, teacher.to(device).float(), keep, mc.rank_temperature)
+                t_scores = teacher.to(device).float()
+                distilled = (listwise_distillation(ranked, t_scores) if mc.teacher_loss == "listwise"
+                             else topk_distillation(ranked, t_scores, keep, mc.rank_temperature))
                 total = total + mc.teacher_weight * distilled
             opt.zero_grad(set_to_none=True)
             total.backward()
