@@ -13,7 +13,8 @@ per-image search.
   python bench/generator_levers.py --model M --dataset mnist --out OUT --rank-smooth-px 1 \
       --mu 1 --limit 20000 --measure 1000
   python bench/generator_levers.py --model M --dataset ART --classifier C --out OUT --teacher occlusion \
-      --teacher-cache occ.pt --limit 12000 --measure 1000
+      --teacher-cache occ.pt --teacher-loss listwise --teacher-weight 4 --epochs 10 --limit 12000 \
+      --measure 1000 --baselines occlusion integrated_gradients
   python bench/generator_levers.py --model M --dataset mnist --out OUT --deletion-weight 1 \
       --limit 20000 --measure 1000
   python bench/generator_levers.py --model M --dataset SCENES --out OUT --generator '{"arch": "features"}' \
@@ -41,19 +42,30 @@ from nice.training.teacher import TEACHERS, WithTeacher, teacher_scores
 from nice.view import View
 
 
-def measure(model: NiceModel, spec: str, limit: int) -> dict[str, float]:
-    """What the lever is for, on the first `limit` test images."""
+def measure(model: NiceModel, spec: str, limit: int, baselines: tuple[str, ...] = ()) -> dict[str, object]:
+    """What the lever is for, on the first `limit` test images; and `baselines` (other rankings)
+    on the same images and the same classifier: a lever re-runs the stored fine-tune, which
+    changes the classifier every ranking is measured on."""
     from nice.evaluate.attributions import attribute
     from nice.evaluate.benchmark import RateAccuracy, explanation_scores
     from nice.evaluate.suite import load_test_set
+    from nice.mixing import background
 
     sources, labels, _ = load_test_set(spec, limit)
     ra = RateAccuracy(sources, labels, model)
-    scores = attribute("nice", model, ra.x, torch.from_numpy(ra.src_preds), ra.x).scores  # no background used
+    target = torch.from_numpy(ra.src_preds)
+    scores = attribute("nice", model, ra.x, target, ra.x).scores  # no background used
     e = explanation_scores(ra, {"nice": scores}, {}, standard=False)[0]
     point = ra.ranked("nice", "per-image search", scores)
-    return {**{f"top {k}": v for k, v in e.preservation.items()}, "deletion_auc": e.deletion_auc,
-            "insertion_auc": e.insertion_auc, "search_bytes_ratio": point.bytes_ratio, "search_flips": point.flips}
+    out: dict[str, object] = {
+        **{f"top {k}": v for k, v in e.preservation.items()}, "deletion_auc": e.deletion_auc,
+        "insertion_auc": e.insertion_auc, "search_bytes_ratio": point.bytes_ratio, "search_flips": point.flips}
+    bg = background(ra.x, model.config.mixing)
+    for method in baselines:
+        b = explanation_scores(ra, {method: attribute(method, model, ra.x, target, bg).scores}, {}, standard=False)[0]
+        out[method] = {**{f"top {k}": v for k, v in b.preservation.items()}, "deletion_auc": b.deletion_auc,
+                       "insertion_auc": b.insertion_auc}
+    return out
 
 
 def first_images(data, n: int) -> TensorDataset:
@@ -106,6 +118,8 @@ def main() -> None:
                     help="training images (a builtin set: default 20000, 0 = all; an artifact: its whole train "
                          "split unless given, then its first N train images, held in memory)")
     ap.add_argument("--measure", type=int, default=0, help="measure both models on the first N test images")
+    ap.add_argument("--baselines", nargs="+", choices=TEACHERS, default=(),
+                    help="with --measure: these rankings too, on each model's own classifier")
     args = ap.parse_args()
     if args.dataset in BUILTIN:
         args.limit = 20000 if args.limit is None else args.limit
@@ -166,8 +180,8 @@ def main() -> None:
     out.save(args.out, final)
     report["final"] = final
     if args.measure:
-        report["baseline"] = measure(model, args.dataset, args.measure)
-        report["lever"] = measure(out, args.dataset, args.measure)
+        report["baseline"] = measure(model, args.dataset, args.measure, tuple(args.baselines))
+        report["lever"] = measure(out, args.dataset, args.measure, tuple(args.baselines))
     print(json.dumps(report, indent=1, default=str))
 
 
