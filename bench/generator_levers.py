@@ -55,16 +55,18 @@ def measure(model: NiceModel, spec: str, limit: int, baselines: tuple[str, ...] 
     ra = RateAccuracy(sources, labels, model)
     target = torch.from_numpy(ra.src_preds)
     scores = attribute("nice", model, ra.x, target, ra.x).scores  # no background used
-    e = explanation_scores(ra, {"nice": scores}, {}, standard=False)[0]
+
+    def faithfulness(method: str, s: torch.Tensor) -> dict[str, float]:
+        e = explanation_scores(ra, {method: s}, {}, standard=False)[0]
+        return {**{f"top {k}": v for k, v in e.preservation.items()}, "deletion_auc": e.deletion_auc,
+                "insertion_auc": e.insertion_auc}
+
     point = ra.ranked("nice", "per-image search", scores)
-    out: dict[str, object] = {
-        **{f"top {k}": v for k, v in e.preservation.items()}, "deletion_auc": e.deletion_auc,
-        "insertion_auc": e.insertion_auc, "search_bytes_ratio": point.bytes_ratio, "search_flips": point.flips}
+    out: dict[str, object] = {**faithfulness("nice", scores), "search_bytes_ratio": point.bytes_ratio,
+                              "search_flips": point.flips}
     bg = background(ra.x, model.config.mixing)
     for method in baselines:
-        b = explanation_scores(ra, {method: attribute(method, model, ra.x, target, bg).scores}, {}, standard=False)[0]
-        out[method] = {**{f"top {k}": v for k, v in b.preservation.items()}, "deletion_auc": b.deletion_auc,
-                       "insertion_auc": b.insertion_auc}
+        out[method] = faithfulness(method, attribute(method, model, ra.x, target, bg).scores)
     return out
 
 
@@ -156,8 +158,10 @@ def main() -> None:
         train = first_images(train, args.limit)
     # The stored fine-tune reads (x, y) items, not a teacher's. Re-run (--classifier), it sees the
     # whole train split as in the product: on a subset its keep gate can refuse it (Fashion-MNIST at
-    # 12,000 images), which would measure the plain classifier instead.
-    plain = training_data(args.dataset, view=View.of(cfg.classifier))[0] if args.classifier else train
+    # 12,000 images), which would measure the plain classifier instead. Read again only where a
+    # subset was taken (an artifact's views are decoded once otherwise).
+    whole = args.classifier and args.limit
+    plain = training_data(args.dataset, view=View.of(cfg.classifier))[0] if whole else train
     report: dict[str, object] = {"out": str(Path(args.out)), **over}
     if args.teacher:
         t0 = time.perf_counter()

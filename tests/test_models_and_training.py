@@ -163,10 +163,10 @@ def test_rank_loss_fine_tuning_keeps_more_predictions_at_few_blocks(small_model,
     assert after > before + 0.05, (before, after)
 
 
-def _fine_tunes(model, train, val, weight_key: str, **settings) -> dict:
-    """The same short fine-tune of `model`'s generator with `weight_key` at 0 and at 2."""
+def _fine_tunes(model, train, val, weight_key: str, weights=(0.0, 2.0), **settings) -> dict:
+    """The same short fine-tune of `model`'s generator with `weight_key` at each of `weights`."""
     runs = {}
-    for weight in (0.0, 2.0):
+    for weight in weights:
         cfg = model.config.with_overrides({"train_generator": {
             "epochs": 2, weight_key: weight, "lr": 1e-3, "batch_size": 64, **settings}})
         runs[weight] = train_mask_generator(cfg, model.classifier, train, val, progress=False, init=model.generator)
@@ -206,11 +206,8 @@ def test_distilling_a_teacher_moves_the_stored_ranking_to_the_teachers(small_mod
     assert distilled > alone + 0.01, (overlap(model.generator), alone, distilled)
     # The listwise loss (every block's place against the teacher's softmax) moves it further:
     # on this machine 0.483 against 0.448 (top-k BCE) and 0.419 (no teacher).
-    cfg = model.config.with_overrides({"train_generator": {
-        "epochs": 2, "teacher_weight": 2.0, "teacher_loss": "listwise", "lr": 1e-3, "batch_size": 64,
-        "rank_keep": [0.1]}})
-    listwise = overlap(train_mask_generator(cfg, model.classifier, taught, val, progress=False,
-                                            init=model.generator).model)
+    listwise = overlap(_fine_tunes(model, taught, val, "teacher_weight", weights=(2.0,), rank_keep=[0.1],
+                                   teacher_loss="listwise")[2.0].model)
     assert listwise > max(distilled, alone + 0.03), (alone, distilled, listwise)
     with pytest.raises(ValueError, match="teacher_loss"):
         model.config.with_overrides({"train_generator": {"teacher_loss": "bce"}})
