@@ -29,8 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import TensorDataset
-
 from nice.bundle import NiceModel
 from nice.checkpoint import load_classifier
 from nice.config import merge_overrides
@@ -38,7 +36,7 @@ from nice.data.sources import BUILTIN, training_data
 from nice.device import configure_threads
 from nice.training.mask_generator import train_mask_generator
 from nice.training.stored import train_for_storage
-from nice.training.teacher import TEACHERS, WithTeacher, teacher_scores
+from nice.training.teacher import TEACHERS, WithTeacher, first_images, teacher_scores
 from nice.view import View
 
 
@@ -68,18 +66,6 @@ def measure(model: NiceModel, spec: str, limit: int, baselines: tuple[str, ...] 
     for method in baselines:
         out[method] = faithfulness(method, attribute(method, model, ra.x, target, bg).scores)
     return out
-
-
-def first_images(data, n: int) -> TensorDataset:
-    """The first `n` images of a (streamed) training split, in memory: a map-style dataset that a
-    teacher's per-image scores can index (`WithTeacher`)."""
-    xs, ys = [], []
-    for x, y, *_ in data:
-        xs.append(torch.as_tensor(x).float())
-        ys.append(int(y))
-        if len(xs) == n:
-            break
-    return TensorDataset(torch.stack(xs), torch.tensor(ys))
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nice.bundle import NiceModel
-from nice.config import ClassifierConfig, GateConfig, GeneratorConfig, colour_default
+from nice.config import LARGE_VIEW, ClassifierConfig, GateConfig, GeneratorConfig, NiceConfig, colour_default
 from nice.gates import HardConcrete
 from nice.models import build_classifier, build_generator
 from nice.models.fuse import fuse_for_inference
@@ -123,6 +123,10 @@ def test_the_colour_default_for_large_views_reads_the_classifiers_features(arch,
     assert (cfg.train_generator.rank_weight > 0) == (want == "features")
     # Two epochs for the features generator (what was measured on scenes; four made denser masks).
     assert cfg.train_generator.epochs == (2 if want == "features" else 4)
+    # Occlusion distilled after training where a view is cheap to occlude (issue 20); none on
+    # large views (seconds a frame, whatever the classifier), nor on the grey default.
+    assert cfg.train_generator.teacher == ("" if view >= LARGE_VIEW else "occlusion")
+    assert cfg.train_generator.teacher_loss == "listwise" and NiceConfig().train_generator.teacher == ""
     # What `nice train-classifier` starts from: the overrides' view and architecture pick the
     # profile, and the overrides still win over it.
     over = {"classifier": {"image_size": view, "arch": arch}, "train_generator": {"epochs": 7}}

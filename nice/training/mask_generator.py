@@ -106,9 +106,10 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
         for batch in bar:
             x, y = batch[0], batch[1]
             teacher = batch[2] if len(batch) > 2 else None
-            if mc.teacher_weight > 0 and teacher is None:
+            # With `teacher` named, the first training is the phase before the teacher exists.
+            if mc.teacher_weight > 0 and teacher is None and not mc.teacher:
                 raise ValueError("train_generator.teacher_weight > 0 needs a training set of (x, y, teacher) "
-                                 "items (nice.training.teacher.WithTeacher)")
+                                 "items (nice.training.teacher.WithTeacher) or train_generator.teacher")
             x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
             with torch.no_grad():
                 if mc.target == "label":
@@ -128,9 +129,10 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
             parts = objective(logits, target, log_alpha, lam, mc.mu, mc.eta)
             total, rank, distilled = parts.total, parts.total.new_zeros(()), parts.total.new_zeros(())
             deleted = parts.total.new_zeros(())
-            if mc.rank_weight > 0 or mc.teacher_weight > 0:
+            teach = mc.teacher_weight > 0 and teacher is not None
+            if mc.rank_weight > 0 or teach:
                 keep = _draw(rank_keep, len(x), device)
-            if mc.rank_weight > 0 or mc.teacher_weight > 0 or mc.deletion_weight > 0:
+            if mc.rank_weight > 0 or teach or mc.deletion_weight > 0:
                 # The search's order (smoothed log-alpha); the inert-last shift only moves its
                 # cut-offs, and training through it measured worse (MNIST, 5% kept: 92.1 -> 90.0%).
                 ranked = smoothed_scores(cfg, log_alpha[:, 0])
@@ -146,7 +148,7 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
                 source = target.argmax(1) if target.dim() == 2 else target
                 deleted = probs.gather(1, source[:, None]).mean()
                 total = total + mc.deletion_weight * deleted
-            if mc.teacher_weight > 0:
+            if teach:
                 t_scores = teacher.to(device).float()
                 distilled = (listwise_distillation(ranked, t_scores) if mc.teacher_loss == "listwise"
                              else topk_distillation(ranked, t_scores, keep, mc.rank_temperature))
