@@ -239,8 +239,8 @@ def test_the_preservation_verdict_names_ties_and_never_calls_an_equal_score_a_lo
 
 
 def test_a_short_explanation_pass_is_timed_as_the_median_of_three(monkeypatch):
-    """A fast method's pass (NICE: ~0.2 s for 500 images) is timed three times and the median
-    reported, so one thread's wake-up does not decide a speed verdict; a long pass runs once."""
+    """A reported time of a fast method (NICE: ~0.2 s for 500 images) is the median of three
+    passes, so one thread's wake-up does not decide a speed verdict; a long pass runs once."""
     from nice.config import colour_default
     from nice.evaluate import attributions as at
 
@@ -249,18 +249,18 @@ def test_a_short_explanation_pass_is_timed_as_the_median_of_three(monkeypatch):
     x = torch.rand(4, 3, 64, 64)
     target, bg = torch.zeros(4, dtype=torch.long), torch.full_like(x, 0.5)
     passes: list[float] = []
-    once = at._attribute_once
+    once = at.attribute
 
     def counted(*args, **kwargs):
         out = once(*args, **kwargs)
         passes.append(out.seconds_per_image)
         return out
 
-    monkeypatch.setattr(at, "_attribute_once", counted)
-    got = at.attribute("nice", model, x, target, bg)
+    monkeypatch.setattr(at, "attribute", counted)
+    got = at.timed_attribute("nice", model, x, target, bg)
     assert len(passes) == at.TIMED_REPEATS == 3 and got.seconds_per_image == sorted(passes)[1]
     passes.clear()
     monkeypatch.setattr(at, "TIMED_MIN_SECONDS", 0.0)  # every pass counts as long
-    again = at.attribute("nice", model, x, target, bg)
+    again = at.timed_attribute("nice", model, x, target, bg)
     assert len(passes) == 1 and again.seconds_per_image == passes[0]
     assert torch.allclose(got.scores, again.scores, atol=1e-4)  # nets tuned anew per call

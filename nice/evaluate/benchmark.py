@@ -27,7 +27,7 @@ import torch
 from nice.classify import Classify
 from nice.codec import Rung, final_effort, fixed_effort, fixed_rung, output_format
 from nice.compress.search import Masks, Search
-from nice.evaluate.attributions import LEARNED, InferenceNets, attribute, topk_mask
+from nice.evaluate.attributions import LEARNED, InferenceNets, attribute, timed_attribute, topk_mask
 from nice.evaluate.baselines import downsampled, reencode
 from nice.gates import HardConcrete, upsample_gates
 from nice.imageio import decode_image, image_pixels, to_float_batch, to_uint8_batch
@@ -408,7 +408,7 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model: Any, t
     points: list[RatePoint] = []
     target = torch.from_numpy(ra.src_preds)
     bg = background(ra.x, model.config.mixing)
-    att = attribute("nice", model, ra.x, target, bg, nets=ra.nets)
+    att = timed_attribute("nice", model, ra.x, target, bg, nets=ra.nets)
     nice = att.scores
     scores: dict[str, torch.Tensor] = {"nice": nice}
     seconds: dict[str, float] = {"nice": att.seconds_per_image}
@@ -427,7 +427,7 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model: Any, t
     points.append(ra.ranked("oracle-search", "same formats and ladders, whole image", None))
     say("per-image search: nice and whole-image oracle done")
     for m in methods:
-        att = attribute(m, model, ra.x, target, bg, nets=ra.nets)
+        att = timed_attribute(m, model, ra.x, target, bg, nets=ra.nets)
         scores[m], seconds[m] = att.scores, att.seconds_per_image
         raw, guarded = ra.mixed(m, f"NICE density (tau {tau0})", topk_mask(att.scores, density))
         points += [raw, guarded]
@@ -458,7 +458,7 @@ def run_benchmark(sources: Sequence[bytes], labels: Sequence[int], model: Any, t
         if m in scores:
             sub_scores[m], sub_seconds[m] = scores[m][:k], seconds[m]
         else:
-            att = attribute(m, model, sub.x, sub_target, sub_bg, nets=sub.nets)
+            att = timed_attribute(m, model, sub.x, sub_target, sub_bg, nets=sub.nets)
             sub_scores[m], sub_seconds[m] = att.scores, att.seconds_per_image
         say(f"explanations: {m} {sub_seconds[m] * 1000:.2f} ms/image")
     explain = explanation_scores(sub, sub_scores, sub_seconds)

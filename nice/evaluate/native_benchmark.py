@@ -25,7 +25,7 @@ import torch
 
 from nice.classify import Classify
 from nice.codec import Rung, decode, encode, final_effort, fixed_effort, fixed_rung, output_format
-from nice.evaluate.attributions import LEARNED, InferenceNets, attribute
+from nice.evaluate.attributions import LEARNED, InferenceNets, attribute, timed_attribute
 from nice.evaluate.baselines import downsampled
 from nice.imageio import decode_image, image_pixels
 from nice.mixing import background
@@ -246,7 +246,7 @@ def run_native_benchmark(sources: Sequence[bytes], labels: Sequence[int], model:
     bg = background(sub.x, cfg.mixing)
     scores, seconds = {}, {}
     for m in explain_methods:
-        att = attribute(m, model, sub.x, target, bg, nets=sub.nets)
+        att = timed_attribute(m, model, sub.x, target, bg, nets=sub.nets)
         scores[m], seconds[m] = att.scores, att.seconds_per_image
         say(f"explanations: {m} {seconds[m] * 1000:.2f} ms/image")
     explain = explanation_scores(sub, scores, seconds)
