@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -265,16 +264,13 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
                   model="mask_generator", dataset=dataset, splits=training_splits(dataset), system_metrics=True) as run_id:
         res = train_mask_generator(cfg, clf, train, val, on_epoch=ctx.epoch_logger("epoch_"),
                                    progress=ctx.progress)
-        teacher_seconds = {}
         if cfg.train_generator.teacher:  # a slow, faithful ranking distilled into the trained generator
-            t0 = time.perf_counter()
             res = distil_teacher(cfg, clf, res.model, train, val, on_epoch=ctx.epoch_logger("teacher_epoch_"),
                                  progress=ctx.progress)
-            teacher_seconds = {"teacher_seconds": time.perf_counter() - t0}
         # The model ships with the classifier fine-tuned on stored images where configured.
         clf, stored = train_for_storage(cfg, clf, res.model, train, val, on_epoch=ctx.epoch_logger("stored_epoch_"),
                                         progress=ctx.progress)
-        final = {**res.final, **teacher_seconds, **stored}
+        final = {**res.final, **stored}
         nice_model = NiceModel(clf, res.model, cfg, class_names=names)
         nice_model.save(out, final)
         ctx.log_metrics(final)

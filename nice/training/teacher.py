@@ -3,6 +3,7 @@ mask generator (`train_generator.teacher_weight`; issue 20's distillation lever)
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any, Iterable
 
@@ -75,13 +76,17 @@ def distil_teacher(cfg: NiceConfig, classifier: nn.Module, generator: nn.Module,
     frozen classifier on the first `teacher_images` training images (against the model's stored
     background, as the evaluation explains), then `generator` fine-tuned on them with the
     distillation term. Occlusion costs ~35 ms an image at 64 px on 2 cores, so it runs once on a
-    subset; the generator has learned the task on the whole split before."""
+    subset; the generator has learned the task on the whole split before. `final` carries the
+    phase's wall time (`teacher_seconds`: the teacher and the fine-tune)."""
     from nice.bundle import NiceModel
     from nice.training.mask_generator import train_mask_generator
 
+    t0 = time.perf_counter()
     mc = cfg.train_generator
     subset = first_images(train, mc.teacher_images)
     scores = teacher_scores(NiceModel(classifier, generator, cfg), subset, mc.teacher, progress=progress)
     phase = replace(cfg, train_generator=replace(mc, epochs=mc.teacher_epochs, lr=mc.teacher_lr))
-    return train_mask_generator(phase, classifier, WithTeacher(subset, scores), val, on_epoch=on_epoch,
-                                progress=progress, init=generator)
+    res = train_mask_generator(phase, classifier, WithTeacher(subset, scores), val, on_epoch=on_epoch,
+                               progress=progress, init=generator)
+    res.final["teacher_seconds"] = time.perf_counter() - t0
+    return res
