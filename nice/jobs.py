@@ -231,6 +231,16 @@ def train_classifier_step(dataset: str, out: str | Path, overrides: dict[str, An
             "registered_version": version, "mlflow_run_id": run_id}
 
 
+def check_generator_overrides(cfg: NiceConfig, overrides: dict[str, Any] | None) -> None:
+    """A setting of the conv generator asked for where the generator is another one is an
+    error, not ignored: ResNet colour classifiers default to the `features` generator, so the
+    throughput recipe's `--pre-pool 8` needs `--generator conv` with it."""
+    given = (overrides or {}).get("generator") or {}
+    if "pre_pool" in given and cfg.generator.arch != "conv":
+        raise ValueError(f"generator.pre_pool is a setting of the conv generator, but this model's generator is "
+                         f"{cfg.generator.arch!r} (a ResNet colour classifier's default): add --generator conv")
+
+
 def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | Path,
                               overrides: dict[str, Any] | None = None,
                               ctx: StepContext | None = None) -> dict[str, Any]:
@@ -252,6 +262,7 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
     if cfg.classifier != clf_cfg.classifier:
         raise ValueError(f"overrides change the classifier section, but {classifier} is trained already: "
                          "train a new classifier for other classifier settings")
+    check_generator_overrides(cfg, overrides)
     channels, sizes = dataset_images(dataset)
     check_dataset_fits(cfg, dataset, channels, sizes, f"the classifier {classifier}")
     train, val, names, channels = training_data(dataset, view=View.of(cfg.classifier))

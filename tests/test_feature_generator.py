@@ -113,16 +113,18 @@ def test_a_classifier_without_a_resnet_trunk_is_one_clear_error():
 
 
 @pytest.mark.parametrize(("arch", "view", "want"), [
-    ("resnet", 224, "features"), ("resnet18", 320, "features"), ("resnet", 64, "conv"), ("resnet", 128, "conv"),
-    ("resnet", 0, "conv"), ("mobilenet_v3_small", 224, "conv")])
-def test_the_colour_default_for_large_views_reads_the_classifiers_features(arch, view, want):
+    ("resnet", 224, "features"), ("resnet18", 320, "features"), ("resnet", 64, "features"), ("resnet", 128, "features"),
+    ("resnet", 0, "features"), ("mobilenet_v3_small", 224, "conv"), ("mobilenet_v3_small", 64, "conv")])
+def test_the_colour_default_reads_a_resnet_classifiers_features(arch, view, want):
     from nice.jobs import base_config
 
     cfg = colour_default(view, arch)
     assert (cfg.generator.arch, cfg.classifier.image_size, cfg.classifier.arch) == (want, view, arch)
-    assert (cfg.train_generator.rank_weight > 0) == (want == "features")
-    # Two epochs for the features generator (what was measured on scenes; four made denser masks).
-    assert cfg.train_generator.epochs == (2 if want == "features" else 4)
+    # The large-view (scenes) profile: the rank loss at sparse levels and two epochs (what was
+    # measured on scenes; four made denser masks); smaller views train four, without it.
+    large = want == "features" and view >= LARGE_VIEW
+    assert (cfg.train_generator.rank_weight > 0) == large
+    assert cfg.train_generator.epochs == (2 if large else 4)
     # Occlusion distilled after training where a view is cheap to occlude (issue 20); none on
     # large views (seconds a frame, whatever the classifier), nor on the grey default.
     assert cfg.train_generator.teacher == ("" if view >= LARGE_VIEW else "occlusion")
@@ -133,3 +135,14 @@ def test_the_colour_default_for_large_views_reads_the_classifiers_features(arch,
     got = base_config(3, over)
     assert got.generator.arch == want and got.train_generator.epochs == 7
     assert base_config(3, {**over, "generator": {"arch": "conv"}}).generator.arch == "conv"
+
+
+def test_a_conv_generator_setting_on_the_features_default_is_one_clear_error():
+    from nice.jobs import check_generator_overrides
+
+    # The throughput recipe's --pre-pool 8 would be ignored by the features head: refused.
+    with pytest.raises(ValueError, match="add --generator conv"):
+        check_generator_overrides(colour_default(64), {"generator": {"pre_pool": 8}})
+    over = {"generator": {"arch": "conv", "pre_pool": 8}}
+    check_generator_overrides(colour_default(64).with_overrides(over), over)
+    check_generator_overrides(colour_default(64), {"generator": {"width": 32}})
