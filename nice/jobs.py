@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -241,6 +241,21 @@ def check_generator_overrides(cfg: NiceConfig, overrides: dict[str, Any] | None)
                          f"{cfg.generator.arch!r} (a ResNet colour classifier's default): add --generator conv")
 
 
+def behind_the_default(cfg: NiceConfig) -> list[str]:
+    """The generator settings of `cfg` (a classifier checkpoint's config with the overrides) that
+    differ from what this version's default gives a classifier like its one: a checkpoint records
+    the concrete settings of the version that trained it, so after an upgrade the new generator
+    and teacher defaults apply only when asked for. Listed so the job can say so."""
+    default = base_config(cfg.classifier.in_channels, {"classifier": asdict(cfg.classifier)})
+    behind = []
+    if cfg.generator.arch != default.generator.arch:
+        behind.append(f"generator.arch {cfg.generator.arch!r} (default now {default.generator.arch!r})")
+    if cfg.train_generator.teacher != default.train_generator.teacher:
+        behind.append(f"train_generator.teacher {cfg.train_generator.teacher!r} "
+                      f"(default now {default.train_generator.teacher!r})")
+    return behind
+
+
 def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | Path,
                               overrides: dict[str, Any] | None = None,
                               ctx: StepContext | None = None) -> dict[str, Any]:
@@ -263,6 +278,10 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
         raise ValueError(f"overrides change the classifier section, but {classifier} is trained already: "
                          "train a new classifier for other classifier settings")
     check_generator_overrides(cfg, overrides)
+    behind = behind_the_default(cfg)
+    if behind:
+        log.warning("the classifier %s records settings of the version that trained it: %s; --config to use the "
+                    "current defaults", classifier, "; ".join(behind))
     channels, sizes = dataset_images(dataset)
     check_dataset_fits(cfg, dataset, channels, sizes, f"the classifier {classifier}")
     train, val, names, channels = training_data(dataset, view=View.of(cfg.classifier))
@@ -438,7 +457,6 @@ def training_splits(dataset: str, test: bool = False) -> dict[str, str]:
 
 def _flat(section: Any, prefix: str) -> dict[str, Any]:
     """MLflow parameters of a config section; nested sections as `prefix.section.key`."""
-    from dataclasses import asdict
 
     def walk(d: dict[str, Any], pre: str) -> Iterator[tuple[str, Any]]:
         for k, v in d.items():

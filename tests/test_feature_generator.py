@@ -146,3 +146,14 @@ def test_a_conv_generator_setting_on_the_features_default_is_one_clear_error():
     over = {"generator": {"arch": "conv", "pre_pool": 8}}
     check_generator_overrides(colour_default(64).with_overrides(over), over)
     check_generator_overrides(colour_default(64), {"generator": {"width": 32}})
+
+
+def test_a_classifier_from_an_older_version_is_told_what_the_default_is_now():
+    from nice.jobs import behind_the_default
+
+    # What a 64 px colour classifier trained before the features head and the teacher records.
+    old = colour_default(64).with_overrides({"generator": {"arch": "conv"}, "train_generator": {"teacher": ""}})
+    behind = behind_the_default(old)
+    assert len(behind) == 2 and "default now 'features'" in behind[0] and "default now 'occlusion'" in behind[1]
+    assert behind_the_default(colour_default(64)) == [] and behind_the_default(colour_default(224)) == []
+    assert behind_the_default(NiceConfig()) == []  # the grey default
