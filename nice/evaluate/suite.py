@@ -12,19 +12,22 @@ from PIL import Image
 from nice.evaluate.benchmark import MAX_DROP_POINTS, SCENES_GOALS, Benchmark, Examples, run_benchmark
 
 
-def load_test_set(spec: str, limit: int | None = None) -> tuple[list[bytes], list[int], list[str]]:
+def load_test_set(spec: str, limit: int | None = None,
+                  split: str = "test") -> tuple[list[bytes], list[int], list[str]]:
     """Encoded test files and labels: a builtin (MNIST / Fashion-MNIST as PNG), a `nice ingest`
-    artifact's test split (its stored bytes), or a labelled folder `class/file`."""
+    artifact's test split (its stored bytes), or a labelled folder `class/file` (one set: `split`
+    does not apply). `split` reads another split of a builtin or an artifact (benches that
+    measure on training images)."""
     from nice.data.sources import BUILTIN, load_builtin
 
     if spec in BUILTIN:
-        _, split = load_builtin(spec, "test", limit=limit)
+        _, part = load_builtin(spec, split, limit=limit)
         out = []
-        for img in split.images:
+        for img in part.images:
             buf = io.BytesIO()
             Image.fromarray(img, "L").save(buf, "PNG", optimize=True)
             out.append(buf.getvalue())
-        return out, [int(v) for v in split.labels], list(split.class_names)
+        return out, [int(v) for v in part.labels], list(part.class_names)
     path = Path(spec)
     if (path / "manifest.json").is_file():
         import pyarrow.parquet as pq
@@ -33,7 +36,7 @@ def load_test_set(spec: str, limit: int | None = None) -> tuple[list[bytes], lis
 
         art = DatasetArtifact.open(path)
         data, labels = [], []
-        for shard in art.shards("test"):
+        for shard in art.shards(split):
             t = pq.read_table(shard, columns=["data", "label"])
             data += t.column("data").to_pylist()
             labels += t.column("label").to_pylist()
