@@ -32,6 +32,7 @@ import time
 import torch
 from nice.bundle import NiceModel
 from nice.device import configure_threads
+from nice.gates import grid_shape
 from nice.mixing import background, mix
 
 
@@ -39,7 +40,7 @@ from nice.mixing import background, mix
 def greedy_order(probs, x: torch.Tensor, cfg, target: torch.Tensor, steps: int, chunk: int = 16) -> torch.Tensor:
     """(N, steps) block indices: greedy insertion of gate blocks into the stored background."""
     block = cfg.gates.block
-    n, (h, w) = len(x), (-(-x.shape[-2] // block), -(-x.shape[-1] // block))
+    n, (h, w) = len(x), grid_shape(x.shape[-2], x.shape[-1], block)
     cells = h * w
     eye = torch.eye(cells).view(cells, 1, h, w)
     out = torch.empty(n, steps, dtype=torch.long)
