@@ -6,7 +6,8 @@ insertion ranking: a teacher for preservation that no evaluation method is (issu
 `nice train-mask-generator` trains against and distils, `--classifier`), against the model's
 stored background, on training images [--start, --stop) in the order the bench reads them.
 
-`greedy`: from the stored background, add the block that most raises the predicted class's
+`greedy`: (the product computes it with `train_generator.greedy_steps`, on the classifier that
+ships) from the stored background, add the block that most raises the predicted class's
 probability, `--steps` times (the preservation oracle at `--steps` blocks); the first blocks in that
 order, the others in occlusion's, each image's own occlusion values re-assigned in the new order
 (so a listwise student sees occlusion's spread of values; `--occlusion` is the occlusion cache of
@@ -32,45 +33,8 @@ import time
 import torch
 from nice.bundle import NiceModel
 from nice.device import configure_threads
-from nice.gates import grid_shape
-from nice.mixing import background, mix
-
-
-@torch.no_grad()
-def greedy_order(probs, x: torch.Tensor, cfg, target: torch.Tensor, steps: int, chunk: int = 16) -> torch.Tensor:
-    """(N, steps) block indices: greedy insertion of gate blocks into the stored background."""
-    block = cfg.gates.block
-    n, (h, w) = len(x), grid_shape(x.shape[-2], x.shape[-1], block)
-    cells = h * w
-    eye = torch.eye(cells).view(cells, 1, h, w)
-    out = torch.empty(n, steps, dtype=torch.long)
-    for s in range(0, n, chunk):
-        xs, ts = x[s:s + chunk], target[s:s + chunk]
-        m = len(xs)
-        z = torch.zeros(m, 1, h, w)
-        for t in range(steps):
-            cand = (z[:, None] + eye[None]).clamp(max=1).view(m * cells, 1, h, w)
-            p = probs(mix(xs.repeat_interleave(cells, 0), cand, cfg.mixing, block))
-            p = p.gather(1, ts.repeat_interleave(cells)[:, None]).view(m, cells)
-            p[z.view(m, cells) > 0] = -1  # a kept block is not a candidate
-            best = p.argmax(1)
-            out[s:s + m, t] = best
-            z.view(m, cells)[torch.arange(m), best] = 1
-    return out
-
-
-def reorder(occ: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Each image's occlusion values, largest first, re-assigned: the greedy blocks, then the rest in
-    occlusion's order."""
-    flat = occ.reshape(len(occ), -1)
-    values = flat.sort(1, descending=True).values
-    out = torch.empty_like(flat)
-    for i in range(len(flat)):
-        first = order[i].tolist()
-        taken = set(first)
-        rest = [b for b in flat[i].argsort(descending=True).tolist() if b not in taken]
-        out[i, first + rest] = values[i]
-    return out.view_as(occ)
+from nice.mixing import background
+from nice.training.teacher import greedy_insertion, put_first
 
 
 def oracle(model: NiceModel, dataset: str, limit: int, steps: int) -> dict[str, object]:
@@ -83,9 +47,9 @@ def oracle(model: NiceModel, dataset: str, limit: int, steps: int) -> dict[str, 
     target = torch.from_numpy(ra.src_preds)
     occ = attribute("occlusion", model, ra.x, target, background(ra.x, model.config.mixing)).scores
     t0 = time.perf_counter()
-    order = greedy_order(ra.clf.probs, ra.x, model.config, target, steps)
+    order = greedy_insertion(ra.clf.probs, ra.x, model.config, target, steps)
     out: dict[str, object] = {"greedy_seconds_an_image": (time.perf_counter() - t0) / len(ra.x)}
-    for name, s in (("occlusion", occ), (f"greedy {steps} + occlusion", reorder(occ, order))):
+    for name, s in (("occlusion", occ), (f"greedy {steps} + occlusion", put_first(occ, order))):
         e = explanation_scores(ra, {"occlusion": s}, {}, standard=False)[0]  # measured as published, unsmoothed
         out[name] = {**e.preservation, "deletion_auc": e.deletion_auc, "insertion_auc": e.insertion_auc}
     return out
@@ -128,8 +92,8 @@ def main() -> None:
     else:
         x = data.tensors[0][args.start:]
         probs = Classify(plain).probs
-        order = greedy_order(probs, x, model.config, probs(x).argmax(1), args.steps)
-        scores = reorder(torch.load(args.occlusion, weights_only=True)[args.start:len(data)], order)
+        order = greedy_insertion(probs, x, model.config, probs(x).argmax(1), args.steps)
+        scores = put_first(torch.load(args.occlusion, weights_only=True)[args.start:len(data)], order)
     torch.save(scores, args.out)
     print(json.dumps({"images": [args.start, len(data)], "seconds": time.perf_counter() - t0}))
 

@@ -253,6 +253,9 @@ def behind_the_default(cfg: NiceConfig) -> list[str]:
     if cfg.train_generator.teacher != default.train_generator.teacher:
         behind.append(f"train_generator.teacher {cfg.train_generator.teacher!r} "
                       f"(default now {default.train_generator.teacher!r})")
+    if cfg.train_generator.greedy_steps != default.train_generator.greedy_steps:
+        behind.append(f"train_generator.greedy_steps {cfg.train_generator.greedy_steps} "
+                      f"(default now {default.train_generator.greedy_steps})")
     return behind
 
 
@@ -266,7 +269,7 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
     from nice.device import configure_threads
     from nice.training.mask_generator import train_mask_generator
     from nice.training.stored import train_for_storage
-    from nice.training.teacher import distil_teacher
+    from nice.training.teacher import distil_greedy, distil_teacher
     from nice.view import View
 
     ctx = ctx or StepContext()
@@ -301,6 +304,10 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
         clf, stored = train_for_storage(cfg, clf, res.model, train, val, on_epoch=ctx.epoch_logger("stored_epoch_"),
                                         progress=ctx.progress)
         final = {**res.final, **stored}
+        if cfg.train_generator.greedy_steps:  # on the classifier that ships, which it is measured on
+            res = distil_greedy(cfg, clf, res.model, train, val, on_epoch=ctx.epoch_logger("greedy_epoch_"),
+                                progress=ctx.progress)
+            final = {**final, **res.final}
         nice_model = NiceModel(clf, res.model, cfg, class_names=names)
         nice_model.save(out, final)
         ctx.log_metrics(final)

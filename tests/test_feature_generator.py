@@ -129,6 +129,10 @@ def test_the_colour_default_reads_a_resnet_classifiers_features(arch, view, want
     # large views (seconds a frame, whatever the classifier), nor on the grey default.
     assert cfg.train_generator.teacher == ("" if view >= LARGE_VIEW else "occlusion")
     assert cfg.train_generator.teacher_loss == "listwise" and NiceConfig().train_generator.teacher == ""
+    # The greedy teacher after the stored fine-tune where it was measured: the features head
+    # below the large view.
+    assert cfg.train_generator.greedy_steps == (3 if want == "features" and view < LARGE_VIEW else 0)
+    assert NiceConfig().train_generator.greedy_steps == 0
     # What `nice train-classifier` starts from: the overrides' view and architecture pick the
     # profile, and the overrides still win over it.
     over = {"classifier": {"image_size": view, "arch": arch}, "train_generator": {"epochs": 7}}
@@ -152,8 +156,10 @@ def test_a_classifier_from_an_older_version_is_told_what_the_default_is_now():
     from nice.jobs import behind_the_default
 
     # What a 64 px colour classifier trained before the features head and the teacher records.
-    old = colour_default(64).with_overrides({"generator": {"arch": "conv"}, "train_generator": {"teacher": ""}})
+    old = colour_default(64).with_overrides({"generator": {"arch": "conv"},
+                                             "train_generator": {"teacher": "", "greedy_steps": 0}})
     behind = behind_the_default(old)
-    assert len(behind) == 2 and "default now 'features'" in behind[0] and "default now 'occlusion'" in behind[1]
+    assert len(behind) == 3 and "default now 'features'" in behind[0] and "default now 'occlusion'" in behind[1]
+    assert "greedy_steps 0 (default now 3)" in behind[2]
     assert behind_the_default(colour_default(64)) == [] and behind_the_default(colour_default(224)) == []
     assert behind_the_default(NiceConfig()) == []  # the grey default

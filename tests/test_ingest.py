@@ -139,11 +139,12 @@ def test_cli_trains_both_models_on_an_artifact(tmp_path, capsys):
     assert clf_cfg.classifier.width == 8 and clf_cfg.train_classifier.epochs == 1
     assert main(["train-mask-generator", "--dataset", str(tmp_path / "mm"), "--classifier", str(tmp_path / "clf.pt"),
                  "--out", str(tmp_path / "model"), "--epochs", "1"]) == 0
-    # colour models then distil occlusion into the generator and fine-tune the classifier on
-    # stored images (the colour default)
+    # colour models then distil occlusion into the generator, fine-tune the classifier on
+    # stored images and distil the greedy teacher of that classifier (the colour default)
     gen = json.loads(capsys.readouterr().out)
     assert {"val_accuracy_stored_before", "val_accuracy_stored_after", "stored_finetune_kept"} <= set(gen["metrics"])
     assert gen["metrics"]["teacher_seconds"] > 0 and gen["metrics"]["train_teacher"] > 0
+    assert gen["metrics"]["greedy_seconds"] > 0
     from nice.bundle import NiceModel
     model = NiceModel.load(tmp_path / "model")
     assert model.config.gates.block == 8 and model.config.mixing.mode == "mean"

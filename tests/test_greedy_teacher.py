@@ -1,0 +1,56 @@
+"""The greedy teacher (`train_generator.greedy_steps`): greedy insertion of gate blocks into the
+stored background, and occlusion's values re-assigned in its order."""
+
+import pytest
+import torch
+
+from nice.config import GateConfig, MaskTrainConfig, MixingConfig, NiceConfig
+from nice.training.teacher import greedy_insertion, put_first
+
+
+def _evidence_classifier(weights: torch.Tensor):
+    """A two-class classifier whose class-1 logit is a weighted sum of the image: `weights`
+    says which pixels are evidence, and how much."""
+
+    def probs(x: torch.Tensor) -> torch.Tensor:
+        logit = (x[:, 0] * weights).flatten(1).sum(1)
+        return torch.softmax(torch.stack([torch.zeros_like(logit), logit], 1), 1)
+
+    return probs
+
+
+def test_greedy_insertion_adds_the_blocks_that_raise_the_prediction_most_in_that_order():
+    cfg = NiceConfig(gates=GateConfig(block=4), mixing=MixingConfig(mode="zero"))
+    x = torch.zeros(2, 1, 16, 16)
+    x[0, 0, 4:8, 8:12] = 1.0    # cell (1, 2): the strongest evidence
+    x[0, 0, 12:16, 0:4] = 0.5   # cell (3, 0): the next
+    x[0, 0, 0:4, 0:4] = 0.25    # cell (0, 0): the third
+    x[1] = x[0].flip(-1)        # mirrored: cells (1, 1), (3, 3), (0, 3)
+    weights = torch.full((16, 16), 0.05)  # small: the softmax must not saturate into ties
+    weights[0:4, 0:4] = -0.05    # ... except where the classifier reads counter-evidence
+    order = greedy_insertion(_evidence_classifier(weights), x, cfg, torch.tensor([1, 1]), steps=3)
+    # Image 0's third block is not (0, 0), which lowers class 1: an empty block beats it.
+    assert order[0, :2].tolist() == [1 * 4 + 2, 3 * 4 + 0] and order[0, 2].item() != 0
+    assert order[1].tolist() == [1 * 4 + 1, 3 * 4 + 3, 0 * 4 + 3]
+    # Explaining class 0 instead, the counter-evidence is what keeps that prediction.
+    assert greedy_insertion(_evidence_classifier(weights), x, cfg, torch.tensor([0, 0]), steps=1)[0, 0].item() == 0
+    assert len(set(greedy_insertion(_evidence_classifier(weights), x, cfg, torch.tensor([1, 1]), 16)[0].tolist())) == 16
+    with pytest.raises(ValueError, match="greedy steps must be in 1..16"):
+        greedy_insertion(_evidence_classifier(weights), x, cfg, torch.tensor([1, 1]), steps=17)
+
+
+def test_put_first_ranks_the_given_blocks_first_and_keeps_the_values_and_the_rest_of_the_order():
+    scores = torch.tensor([[[0.9, 0.1], [0.5, 0.3]], [[4.0, 3.0], [2.0, 1.0]]])
+    out = put_first(scores, torch.tensor([[1, 3], [3, 2]]))
+    # Image 0: blocks 1 then 3 first, then 0 and 2 in their order; the same four values.
+    assert out[0].flatten().tolist() == pytest.approx([0.3, 0.9, 0.1, 0.5])
+    assert out[1].flatten().tolist() == pytest.approx([2.0, 1.0, 3.0, 4.0])
+    assert (out.flatten(1).sort(1).values == scores.flatten(1).sort(1).values).all()
+
+
+def test_the_greedy_phase_needs_a_distillation_weight():
+    with pytest.raises(ValueError, match="greedy_steps"):
+        MaskTrainConfig(greedy_steps=3)
+    with pytest.raises(ValueError, match="greedy_steps"):
+        MaskTrainConfig(greedy_steps=-1)
+    assert MaskTrainConfig(greedy_steps=3, teacher_weight=4.0).greedy_images == 3000
