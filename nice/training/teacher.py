@@ -128,14 +128,23 @@ def greedy_teacher(model: Any, data: Dataset, steps: int, batch: int = 256, prog
     return put_first(occ, torch.cat(orders))
 
 
-def _distil(cfg: NiceConfig, classifier: nn.Module, generator: nn.Module, subset: Dataset, scores: torch.Tensor,
-            val: Dataset, epochs: int, lr: float, on_epoch: EpochCallback | None, progress: bool) -> TrainResult:
+def _distil(cfg: NiceConfig, classifier: nn.Module, generator: nn.Module, train: Iterable, val: Dataset,
+            images: int, epochs: int, lr: float, teach: Callable[[Any, Dataset], torch.Tensor], seconds_key: str,
+            on_epoch: EpochCallback | None, progress: bool) -> TrainResult:
+    """A teacher phase: `teach`(the model, the first `images` training images) scores them, then
+    `generator` is fine-tuned on them for `epochs` at `lr` with the distillation term against the
+    frozen `classifier`; `final[seconds_key]` is the phase's wall time (teacher and fine-tune)."""
+    from nice.bundle import NiceModel
     from nice.training.mask_generator import train_mask_generator
 
-    mc = cfg.train_generator
-    phase = replace(cfg, train_generator=replace(mc, epochs=epochs, lr=lr))
-    return train_mask_generator(phase, classifier, WithTeacher(subset, scores), val, on_epoch=on_epoch,
-                                progress=progress, init=generator)
+    t0 = time.perf_counter()
+    subset = first_images(train, images)
+    scores = teach(NiceModel(classifier, generator, cfg), subset)
+    phase = replace(cfg, train_generator=replace(cfg.train_generator, epochs=epochs, lr=lr))
+    res = train_mask_generator(phase, classifier, WithTeacher(subset, scores), val, on_epoch=on_epoch,
+                               progress=progress, init=generator)
+    res.final[seconds_key] = time.perf_counter() - t0
+    return res
 
 
 def distil_teacher(cfg: NiceConfig, classifier: nn.Module, generator: nn.Module, train: Iterable, val: Dataset,
@@ -146,15 +155,10 @@ def distil_teacher(cfg: NiceConfig, classifier: nn.Module, generator: nn.Module,
     distillation term. Occlusion costs ~35 ms an image at 64 px on 2 cores, so it runs once on a
     subset; the generator has learned the task on the whole split before. `final` carries the
     phase's wall time (`teacher_seconds`: the teacher and the fine-tune)."""
-    from nice.bundle import NiceModel
-
-    t0 = time.perf_counter()
     mc = cfg.train_generator
-    subset = first_images(train, mc.teacher_images)
-    scores = teacher_scores(NiceModel(classifier, generator, cfg), subset, mc.teacher, progress=progress)
-    res = _distil(cfg, classifier, generator, subset, scores, val, mc.teacher_epochs, mc.teacher_lr, on_epoch, progress)
-    res.final["teacher_seconds"] = time.perf_counter() - t0
-    return res
+    return _distil(cfg, classifier, generator, train, val, mc.teacher_images, mc.teacher_epochs, mc.teacher_lr,
+                   lambda model, subset: teacher_scores(model, subset, mc.teacher, progress=progress),
+                   "teacher_seconds", on_epoch, progress)
 
 
 def distil_greedy(cfg: NiceConfig, classifier: nn.Module, generator: nn.Module, train: Iterable, val: Dataset,
@@ -164,12 +168,7 @@ def distil_greedy(cfg: NiceConfig, classifier: nn.Module, generator: nn.Module, 
     images, distilled with the same term as `teacher`. On the plain classifier it fails (mnist-m:
     54.9% kept at 5% against 93.4%): a classifier that never saw the flat background answers
     from other blocks than the one that ships (docs/results.md). `final` carries `greedy_seconds`."""
-    from nice.bundle import NiceModel
-
-    t0 = time.perf_counter()
     mc = cfg.train_generator
-    subset = first_images(train, mc.greedy_images)
-    scores = greedy_teacher(NiceModel(classifier, generator, cfg), subset, mc.greedy_steps, progress=progress)
-    res = _distil(cfg, classifier, generator, subset, scores, val, mc.greedy_epochs, mc.greedy_lr, on_epoch, progress)
-    res.final["greedy_seconds"] = time.perf_counter() - t0
-    return res
+    return _distil(cfg, classifier, generator, train, val, mc.greedy_images, mc.greedy_epochs, mc.greedy_lr,
+                   lambda model, subset: greedy_teacher(model, subset, mc.greedy_steps, progress=progress),
+                   "greedy_seconds", on_epoch, progress)
