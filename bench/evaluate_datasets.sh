@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the evaluation tables of docs/results.md: trains the default models on MNIST,
 # Fashion-MNIST and mnist-m (64 px) and runs `nice evaluate` on 2,000 test images of each.
-# About an hour on 2 CPU cores (15 minutes of it the mnist-m generator's occlusion teacher). Outputs: $NICE_HOME/eval/<dataset>/{report.html,report.md,benchmark.json}.
+# About 70 minutes on 2 CPU cores (27 of it the mnist-m generator's occlusion and greedy teachers). Outputs: $NICE_HOME/eval/<dataset>/{report.html,report.md,benchmark.json}.
 set -euo pipefail
 NICE=${NICE:-.venv/bin/nice}
 OUT=${NICE_HOME:-.nice}/eval
