@@ -29,6 +29,9 @@ RESNET_POOLS = ("avg", "max")
 # (mnist-m 0.0502x, scenes); the finer ladder is unmeasured on colour.
 COLOUR_KEEP = (0.2, 0.1, 0.05, 0.3, 0.45, 0.6, 1.0)
 LARGE_VIEW = 160  # px: from this classifier view up, colour_default() is the large-view (scenes) profile
+# The largest view the greedy teacher is on by default for (`colour_default`): its cost grows
+# with blocks x pixels, ~16x from 64 to 128 px, and it was measured at 64 px.
+GREEDY_MAX_VIEW = 64
 
 
 @dataclass
@@ -458,10 +461,12 @@ def colour_default(image_size: int = 0, classifier_arch: str = "resnet") -> Nice
         # Then, after the stored fine-tune, the greedy teacher (3 blocks, 5% of 64) on the classifier
         # that ships (mnist-m 64 px, 1,000 test images, measured as a fine-tune of this model): 85.4
         # / 92.9 / 97.2% -> 93.4 / 94.5 / 96.2%, deletion AUC 0.214 -> 0.187, bytes -3.5%, for
-        # ~12 min more on 2 cores. Measured with the features head only, so the U-Net goes without.
+        # ~15 min more on 2 cores. Measured with the features head at 64 px only, so the U-Net and
+        # larger views go without (at 128 px a step tries 4x the blocks of 4x the pixels).
         train_generator=MaskTrainConfig(rank_weight=0.0, mixing="lowres", teacher="occlusion",
                                         teacher_loss="listwise", teacher_weight=4.0,
-                                        greedy_steps=3 if classifier_arch.startswith("resnet") else 0),
+                                        greedy_steps=3 if classifier_arch.startswith("resnet")
+                                        and image_size <= GREEDY_MAX_VIEW else 0),
         codec=CodecConfig(format="source", quality=85),
         # Photos larger than the view (issue 18, scenes at native size, 100 frames, Grad-CAM's
         # ranking): the quality ladder below native_quality stores 0.0292x of the sources

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nice.bundle import NiceModel
-from nice.config import LARGE_VIEW, ClassifierConfig, GateConfig, GeneratorConfig, NiceConfig, colour_default
+from nice.config import GREEDY_MAX_VIEW, LARGE_VIEW, ClassifierConfig, GateConfig, GeneratorConfig, NiceConfig, colour_default
 from nice.gates import HardConcrete
 from nice.models import build_classifier, build_generator
 from nice.models.fuse import fuse_for_inference
@@ -130,8 +130,8 @@ def test_the_colour_default_reads_a_resnet_classifiers_features(arch, view, want
     assert cfg.train_generator.teacher == ("" if view >= LARGE_VIEW else "occlusion")
     assert cfg.train_generator.teacher_loss == "listwise" and NiceConfig().train_generator.teacher == ""
     # The greedy teacher after the stored fine-tune where it was measured: the features head
-    # below the large view.
-    assert cfg.train_generator.greedy_steps == (3 if want == "features" and view < LARGE_VIEW else 0)
+    # up to 64 px views.
+    assert cfg.train_generator.greedy_steps == (3 if want == "features" and view <= GREEDY_MAX_VIEW else 0)
     assert NiceConfig().train_generator.greedy_steps == 0
     # What `nice train-classifier` starts from: the overrides' view and architecture pick the
     # profile, and the overrides still win over it.
