@@ -202,7 +202,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"--direct runs on mnist or fashion-mnist; the {args.dataset} demo is the pipeline's "
                          f"(`nice demo --dataset {args.dataset}`)")
     cfg = job_config(args)
-    workdir = Path(args.workdir) if args.workdir else nice_home() / "demo" / cfg.hash()
+    workdir = Path(args.workdir) if args.workdir else nice_home() / "demo" / cfg.hash(training=True)
     res = run_demo(workdir, cfg, dataset=args.dataset, limit_test=args.limit, limit_train=args.limit_train,
                    reuse=not args.retrain)
     print(format_summary(res))

@@ -368,11 +368,17 @@ class NiceConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    def hash(self) -> str:
+    def hash(self, training: bool = False) -> str:
         """Stable short hash of every setting that shapes an output (part of the savings table's
-        idempotency key); promotion gates only decide about models, so they are left out."""
+        idempotency key); promotion gates only decide about models, so they are left out. The
+        training sections shape the networks, which the model digest identifies, so they are left
+        out too (a new training setting must not redo an archive), unless `training` (a cache of
+        trained models keyed by how they were trained: the direct demo's workdir)."""
         data = self.to_dict()
         data.pop("promotion")
+        if not training:
+            data.pop("train_classifier")
+            data.pop("train_generator")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

@@ -50,6 +50,10 @@ def test_config_overrides_coerce_transport_floats_and_hash_ignores_promotion():
     assert cfg.gates.block == 4 and cfg.train_generator.lam == 1.5 and cfg.mixing.mode == "mean"
     assert cfg.with_overrides({"promotion": {"max_bytes_ratio": 0.5}}).hash() == cfg.hash()
     assert cfg.with_overrides({"codec": {"quality": 70}}).hash() != cfg.hash()
+    # Training settings shape the networks (the model digest's job), not how a model compresses:
+    # a new or changed one does not redo an archive; a cache of trained models still tells them apart.
+    retrained = cfg.with_overrides({"train_generator": {"greedy_steps": 0, "epochs": 9}})
+    assert retrained.hash() == cfg.hash() and retrained.hash(training=True) != cfg.hash(training=True)
     with pytest.raises(ValueError, match="unknown"):
         NiceConfig().with_overrides({"train_generator": {"epoch": 1}})
     with pytest.raises(ValueError, match="multiple of gates.block"):
