@@ -42,8 +42,10 @@ class DemoReport:
 def seed_archive(folder: Path, bucket: str, prefix: str, workers: int = 16) -> int:
     """Upload `class/file` from a local folder to s3://bucket/prefix/ (same keys)."""
     import boto3
+    from botocore.config import Config
 
-    s3 = boto3.client("s3")
+    # One pooled connection per thread: botocore's default pool of 10 drops the rest with a warning.
+    s3 = boto3.client("s3", config=Config(max_pool_connections=workers))
     s3.create_bucket(Bucket=bucket)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
 

@@ -14,6 +14,18 @@ DEMO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "nice-local", "AWS_SECRET_ACCESS_KEY": 
                     "AWS_DEFAULT_REGION": "us-east-1"}
 
 
+def _die_with_parent() -> None:
+    """In the server's process before exec (Linux): SIGTERM when the process that started it
+    dies, so a killed `nice demo` or bench does not leave the server running."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not glibc Linux: the server is stopped on a clean exit only
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -37,7 +49,8 @@ class LocalS3:
         server = Path(sys.executable).parent / "moto_server"
         cmd = [str(server)] if server.exists() else [sys.executable, "-m", "moto.server"]
         self._proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(self.port)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self._old = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)
         deadline = time.monotonic() + 30

@@ -58,3 +58,36 @@ def test_list_with_partial_name_prefix(store):
     assert [o.key for o in store.list("runs/r1/parts/shard-00000-")] == [
         "runs/r1/parts/shard-00000-00000.parquet", "runs/r1/parts/shard-00000-00001.parquet"]
     assert len(list(store.list("runs/r1/parts/"))) == 3
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a dead child nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_local_s3_server_stops_when_the_process_that_started_it_is_killed():
+    """A killed `nice demo` (SIGKILL: no `finally` runs) must not leave moto's server behind."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    code = ("import time; from pipeline.s3_local import LocalS3; s = LocalS3(); s.__enter__(); "
+            "print(s._proc.pid, flush=True); time.sleep(300)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        server = int(parent.stdout.readline())
+        assert _running(server)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while _running(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(server)
