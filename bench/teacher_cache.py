@@ -22,6 +22,7 @@ ranking built on it.
   python bench/teacher_cache.py --model M --dataset ART --classifier C --teacher greedy --steps 3 \
       --occlusion occ.pt --start 0 --stop 3000 --out greedy3.pt
   python bench/teacher_cache.py --model M --dataset ART --oracle 200 --steps 13
+  python bench/teacher_cache.py --model M --dataset mnist --oracle 300 --steps 3 --cell 4
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from nice.mixing import background
 from nice.training.teacher import greedy_insertion, put_first
 
 
-def oracle(model: NiceModel, dataset: str, limit: int, steps: int) -> dict[str, object]:
+def oracle(model: NiceModel, dataset: str, limit: int, steps: int, cell: int = 1) -> dict[str, object]:
     from nice.evaluate.attributions import attribute
     from nice.evaluate.benchmark import RateAccuracy, explanation_scores
     from nice.evaluate.suite import load_test_set
@@ -47,9 +48,9 @@ def oracle(model: NiceModel, dataset: str, limit: int, steps: int) -> dict[str, 
     target = torch.from_numpy(ra.src_preds)
     occ = attribute("occlusion", model, ra.x, target, background(ra.x, model.config.mixing)).scores
     t0 = time.perf_counter()
-    order = greedy_insertion(ra.clf.probs, ra.x, model.config, target, steps)
+    order = greedy_insertion(ra.clf.probs, ra.x, model.config, target, steps, cell=cell)
     out: dict[str, object] = {"greedy_seconds_an_image": (time.perf_counter() - t0) / len(ra.x)}
-    for name, s in (("occlusion", occ), (f"greedy {steps} + occlusion", put_first(occ, order))):
+    for name, s in (("occlusion", occ), (f"greedy {steps} + occlusion", put_first(occ, order, cell))):
         e = explanation_scores(ra, {"occlusion": s}, {}, standard=False)[0]  # measured as published, unsmoothed
         out[name] = {**e.preservation, "deletion_auc": e.deletion_auc, "insertion_auc": e.insertion_auc}
     return out
@@ -62,6 +63,8 @@ def main() -> None:
     ap.add_argument("--classifier", help="the plain classifier to explain (train-classifier's output)")
     ap.add_argument("--teacher", choices=["occlusion", "greedy"], default="occlusion")
     ap.add_argument("--steps", type=int, default=3, help="greedy: blocks inserted (3 = 5%% of 8x8 blocks)")
+    ap.add_argument("--cell", type=int, default=1,
+                    help="greedy: candidates of cell x cell gate blocks (4 on MNIST's 1-px gates)")
     ap.add_argument("--occlusion", help="greedy: the occlusion cache of training images [0, >= stop)")
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--stop", type=int, default=12000)
@@ -71,7 +74,7 @@ def main() -> None:
     configure_threads()
     model = NiceModel.load(args.model)
     if args.oracle:
-        print(json.dumps(oracle(model, args.dataset, args.oracle, args.steps), indent=1))
+        print(json.dumps(oracle(model, args.dataset, args.oracle, args.steps, args.cell), indent=1))
         return
     if not (args.classifier and args.out) or (args.teacher == "greedy" and not args.occlusion):
         ap.error("--classifier and --out are needed (and --occlusion for greedy)")
@@ -92,8 +95,8 @@ def main() -> None:
     else:
         x = data.tensors[0][args.start:]
         probs = Classify(plain).probs
-        order = greedy_insertion(probs, x, model.config, probs(x).argmax(1), args.steps)
-        scores = put_first(torch.load(args.occlusion, weights_only=True)[args.start:len(data)], order)
+        order = greedy_insertion(probs, x, model.config, probs(x).argmax(1), args.steps, cell=args.cell)
+        scores = put_first(torch.load(args.occlusion, weights_only=True)[args.start:len(data)], order, args.cell)
     torch.save(scores, args.out)
     print(json.dumps({"images": [args.start, len(data)], "seconds": time.perf_counter() - t0}))
 

@@ -19,6 +19,7 @@ MIXING_MODES = ("zero", "lowres", "blur", "mean")
 TARGET_MODES = ("prediction", "label")
 # Rankings a generator can be distilled from (nice.training.teacher; the evaluation's learned methods).
 TEACHER_METHODS = ("occlusion", "integrated_gradients", "gradcam", "saliency")
+GREEDY_BASES = ("occlusion", "nice")  # the order after the greedy teacher's cells (nice.training.teacher)
 VIEW_POLICIES = ("letterbox", "resize", "center_crop")
 # torchvision classification architectures (a user's own weights come in these), next to ours
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",
@@ -198,6 +199,12 @@ class MaskTrainConfig:
     # term above (nice.training.teacher.distil_greedy). Occlusion's ranking is not what keeps a
     # prediction from 5% of the blocks; greedy insertion is (docs/results.md).
     greedy_steps: int = 0
+    # A greedy step's candidates: cells of `greedy_cell` x `greedy_cell` gate blocks (MNIST's
+    # 1-px gates: 4, 49 candidates a step instead of 784), each cell's blocks in the base order;
+    # the rest follow in `greedy_base`'s order: "occlusion" of the shipped classifier, or "nice",
+    # the generator's own (the student then moves only the greedy cells).
+    greedy_cell: int = 1
+    greedy_base: str = "occlusion"
     greedy_images: int = 3000
     greedy_epochs: int = 30
     greedy_lr: float = 5e-4
@@ -235,6 +242,9 @@ class MaskTrainConfig:
             raise ValueError("train_generator.greedy_steps must be >= 0, and > 0 needs teacher_weight > 0, "
                              f"greedy_images >= 1 and greedy_epochs >= 1 (got {self.greedy_steps}, "
                              f"{self.teacher_weight}, {self.greedy_images}, {self.greedy_epochs})")
+        if self.greedy_cell < 1 or self.greedy_base not in GREEDY_BASES:
+            raise ValueError(f"train_generator.greedy_cell must be >= 1 and greedy_base one of {GREEDY_BASES} "
+                             f"(got {self.greedy_cell}, {self.greedy_base!r})")
         if self.mixing and self.mixing not in MIXING_MODES:
             raise ValueError(f"train_generator.mixing must be empty or one of {MIXING_MODES}, got {self.mixing!r}")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nice.config import GateConfig, MaskTrainConfig, MixingConfig, NiceConfig
-from nice.training.teacher import greedy_insertion, put_first
+from nice.training.teacher import cell_masks, greedy_insertion, put_first
 
 
 def _evidence_classifier(weights: torch.Tensor):
@@ -54,3 +54,38 @@ def test_the_greedy_phase_needs_a_distillation_weight():
     with pytest.raises(ValueError, match="greedy_steps"):
         MaskTrainConfig(greedy_steps=-1)
     assert MaskTrainConfig(greedy_steps=3, teacher_weight=4.0).greedy_images == 3000
+    with pytest.raises(ValueError, match="greedy_cell"):
+        MaskTrainConfig(greedy_steps=3, teacher_weight=4.0, greedy_cell=0)
+    with pytest.raises(ValueError, match="greedy_base"):
+        MaskTrainConfig(greedy_steps=3, teacher_weight=4.0, greedy_base="gradcam")
+
+
+def test_greedy_cells_over_one_pixel_gates_skip_the_inert_cells_and_rank_each_cells_blocks_first():
+    """MNIST's grey default: 1-px gates, candidates of 4 x 4 pixels; a cell equal to the black
+    background everywhere is never classified."""
+    cfg = NiceConfig(gates=GateConfig(block=1), mixing=MixingConfig(mode="zero"))
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 5, 6] = 1.0   # cell (1, 1): the evidence
+    x[0, 0, 1, 1] = 0.2   # cell (0, 0): weaker evidence
+    weights = torch.full((8, 8), 0.5)
+    seen = []
+    probs = _evidence_classifier(weights)
+
+    def counting(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(len(batch))
+        return probs(batch)
+
+    order = greedy_insertion(counting, x, cfg, torch.tensor([1]), steps=2, cell=4)
+    assert order.tolist() == [[3, 0]]
+    # Each step: the image as it stands, then its live cells not yet kept (2, then 1); not all 4.
+    assert seen == [1, 2, 1, 1]
+    assert cell_masks(8, 8, 4).shape == (4, 1, 8, 8) and cell_masks(6, 6, 4).sum((1, 2, 3)).tolist() == [16, 8, 8, 4]
+    scores = torch.arange(64.0).view(1, 8, 8)  # the base order: the last pixel first
+    ranked = put_first(scores, order, cell=4)
+    top = ranked.flatten().argsort(descending=True)
+    # Cell 3's 16 pixels first (in the base order), then cell 0's, then the rest in the base order.
+    assert set(top[:16].tolist()) == {r * 8 + c for r in range(4, 8) for c in range(4, 8)}
+    assert top[0].item() == 63 and top[15].item() == 36
+    assert set(top[16:32].tolist()) == {r * 8 + c for r in range(4) for c in range(4)}
+    assert top[32].item() == 59  # the best pixel of neither cell: row 7, column 3
+    assert sorted(ranked.flatten().tolist()) == sorted(scores.flatten().tolist())

@@ -106,8 +106,8 @@ def train_mask_generator(cfg: NiceConfig, classifier: nn.Module, train: Dataset,
         for batch in bar:
             x, y = batch[0], batch[1]
             teacher = batch[2] if len(batch) > 2 else None
-            # With `teacher` named, the first training is the phase before the teacher exists.
-            if mc.teacher_weight > 0 and teacher is None and not mc.teacher:
+            # With a teacher phase to come, the first training is the phase before the teacher exists.
+            if mc.teacher_weight > 0 and teacher is None and not (mc.teacher or mc.greedy_steps):
                 raise ValueError("train_generator.teacher_weight > 0 needs a training set of (x, y, teacher) "
                                  "items (nice.training.teacher.WithTeacher) or train_generator.teacher")
             x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)

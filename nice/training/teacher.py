@@ -10,15 +10,17 @@ from dataclasses import replace
 from typing import Any, Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
 from nice.classify import Classify
-from nice.config import TEACHER_METHODS, NiceConfig
+from nice.config import GREEDY_BASES, TEACHER_METHODS, NiceConfig
 from nice.evaluate.attributions import LEARNED, InferenceNets, attribute
 from nice.gates import grid_shape
 from nice.mixing import background, mix
+from nice.ranking import live_blocks, smoothed_scores
 from nice.training.common import EpochCallback, TrainResult
 
 TEACHERS = TEACHER_METHODS
@@ -73,59 +75,92 @@ def first_images(data: Iterable, n: int) -> TensorDataset:
     return TensorDataset(torch.stack(xs), torch.tensor(ys))
 
 
+def cell_masks(h: int, w: int, cell: int) -> torch.Tensor:
+    """(C,1,h,w) one mask per candidate cell of `cell` x `cell` gate blocks over an h x w gate
+    grid, row-major (edge cells cropped)."""
+    ch, cw = -(-h // cell), -(-w // cell)
+    eye = torch.eye(ch * cw).view(ch * cw, 1, ch, cw)
+    return eye.repeat_interleave(cell, 2).repeat_interleave(cell, 3)[..., :h, :w].contiguous()
+
+
 @torch.no_grad()
 def greedy_insertion(probs: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, cfg: NiceConfig,
-                     target: torch.Tensor, steps: int, chunk: int = 16) -> torch.Tensor:
-    """(N, steps) gate-block indices: from the stored background, add the block that most raises
-    `target`'s probability, `steps` times: the preservation oracle at `steps` blocks. Costs
-    (B + B-1 + ...) forwards an image for B blocks (0.23 s at 64 px, 3 steps, one core)."""
+                     target: torch.Tensor, steps: int, chunk: int = 16, cell: int = 1) -> torch.Tensor:
+    """(N, steps) candidate indices: from the stored background, add the candidate (a cell of
+    `cell` x `cell` gate blocks, row-major; 1 = a block) that most raises `target`'s probability,
+    `steps` times: the preservation oracle at `steps` candidates. Costs (C + C-1 + ...) forwards
+    an image for C candidates (0.23 s at 64 px, 3 steps, one core)."""
     block = cfg.gates.block
     (h, w), n = grid_shape(x.shape[-2], x.shape[-1], block), len(x)
-    cells = h * w
+    eye = cell_masks(h, w, cell)
+    cells = len(eye)
     if not 0 < steps <= cells:
-        raise ValueError(f"greedy steps must be in 1..{cells} (the gate blocks of an image), got {steps}")
-    eye = torch.eye(cells).view(cells, 1, h, w)
+        raise ValueError(f"greedy steps must be in 1..{cells} (the candidate cells of an image), got {steps}")
+    # A cell equal to the stored background everywhere (MNIST's black paper) changes nothing
+    # kept or not: it is not classified, which skips most of MNIST's candidates.
+    live = F.max_pool2d(live_blocks(x, cfg).float()[:, None], cell, ceil_mode=True).view(n, cells) > 0
     out = torch.empty(n, steps, dtype=torch.long)
     for s in range(0, n, chunk):
         xs, ts = x[s:s + chunk], target[s:s + chunk]
         m = len(xs)
-        z = torch.zeros(m, cells)
+        z = torch.zeros(m, 1, h, w)
+        taken = torch.zeros(m, cells, dtype=torch.bool)
+        rows = torch.arange(m)
         for t in range(steps):
-            cand = (z.view(m, 1, 1, h, w) + eye[None]).clamp(max=1).view(m * cells, 1, h, w)
-            p = probs(mix(xs.repeat_interleave(cells, 0), cand, cfg.mixing, block))
-            p = p.gather(1, ts.repeat_interleave(cells)[:, None]).view(m, cells)
-            p[z > 0] = -1  # a kept block is not a candidate
+            i, c = (live[s:s + m] & ~taken).nonzero(as_tuple=True)
+            # An inert cell leaves the probability where it is; a kept one is not a candidate again.
+            now = probs(mix(xs, z, cfg.mixing, block)).gather(1, ts[:, None])
+            p = now.expand(m, cells).masked_fill(taken, -1.0)
+            if len(i):
+                cand = (z[i] + eye[c]).clamp(max=1)
+                p[i, c] = probs(mix(xs[i], cand, cfg.mixing, block)).gather(1, ts[i, None])[:, 0]
             best = p.argmax(1)
             out[s:s + m, t] = best
-            z[torch.arange(m), best] = 1
+            taken[rows, best] = True
+            z = (z + eye[best]).clamp(max=1)
     return out
 
 
-def put_first(scores: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-    """`scores` (N,h,w) with each image's own values re-assigned so that its blocks `first`
-    (N, k) rank first, in that order, and the others keep their order: a listwise student sees
+def put_first(scores: torch.Tensor, first: torch.Tensor, cell: int = 1) -> torch.Tensor:
+    """`scores` (N,h,w) with each image's own values re-assigned so that its cells `first` (N, k;
+    cells of `cell` x `cell` blocks, row-major as `cell_masks`) rank first, in that order, each
+    cell's blocks and then all the other blocks in their `scores` order: a listwise student sees
     the original spread of values."""
-    flat = scores.reshape(len(scores), -1)
-    key = flat.clone()
-    k = first.shape[1]
-    key.scatter_(1, first, (flat.max(1, keepdim=True).values + 1 + torch.arange(k, 0, -1, dtype=flat.dtype)))
-    out = torch.empty_like(flat).scatter_(1, key.argsort(1, descending=True),
-                                         flat.sort(1, descending=True).values)
+    n, (h, w) = len(scores), scores.shape[-2:]
+    cw = -(-w // cell)
+    cell_of = ((torch.arange(h)[:, None] // cell) * cw + torch.arange(w)[None] // cell).flatten()
+    steps = first.shape[1]
+    pos = torch.full((n, int(cell_of.max()) + 1), steps, dtype=torch.long)
+    pos.scatter_(1, first, torch.arange(steps).expand(n, steps))
+    flat = scores.reshape(n, -1)
+    by_score = flat.argsort(dim=1, descending=True, stable=True)
+    # Blocks by their cell's greedy step (not chosen: last), ties in score order: stable sorts.
+    order = by_score.gather(1, pos[:, cell_of].gather(1, by_score).argsort(dim=1, stable=True))
+    out = torch.empty_like(flat).scatter_(1, order, flat.sort(1, descending=True).values)
     return out.view_as(scores)
 
 
-def greedy_teacher(model: Any, data: Dataset, steps: int, batch: int = 256, progress: bool = True) -> torch.Tensor:
+def greedy_teacher(model: Any, data: Dataset, steps: int, batch: int = 256, progress: bool = True,
+                   cell: int = 1, base: str = "occlusion") -> torch.Tensor:
     """(N,h,w) the greedy teacher for every image of `data`: greedy insertion's first `steps`
-    blocks, then occlusion's order, with occlusion's values (both of `model`'s classifier
-    against its stored background)."""
-    occ = teacher_scores(model, data, "occlusion", batch, progress)
+    cells of `cell` x `cell` gate blocks (each cell's blocks in the base order), then the rest in
+    the `base` order with its values: occlusion of `model`'s classifier against its stored
+    background, or `nice`, the generator's own smoothed ranking (the student moves only the
+    greedy cells)."""
+    if base not in GREEDY_BASES:
+        raise ValueError(f"the greedy teacher's base must be one of {GREEDY_BASES}, got {base!r}")
+    if base == "occlusion":
+        ref = teacher_scores(model, data, "occlusion", batch, progress)
+    else:
+        ref = torch.cat([smoothed_scores(model.config, attribute("nice", model, x, x[:, 0, 0, 0].long(), x).scores)
+                         for x in (items[0].float() for items in DataLoader(data, batch_size=batch, shuffle=False))])
     probs = Classify(model.classifier).probs
     orders = []
     loader = DataLoader(data, batch_size=batch, shuffle=False, num_workers=0)
-    for items in tqdm(loader, desc=f"greedy teacher ({steps} blocks)", unit="batch", disable=not progress):
+    for items in tqdm(loader, desc=f"greedy teacher ({steps} cells)", unit="batch", disable=not progress):
         x = items[0].float()
-        orders.append(greedy_insertion(probs, x, model.config, probs(x).argmax(1), steps))
-    return put_first(occ, torch.cat(orders))
+        orders.append(greedy_insertion(probs, x, model.config, probs(x).argmax(1), steps, cell=cell))
+    return put_first(ref, torch.cat(orders), cell)
 
 
 def _distil(cfg: NiceConfig, classifier: nn.Module, generator: nn.Module, train: Iterable, val: Dataset,
@@ -170,5 +205,6 @@ def distil_greedy(cfg: NiceConfig, classifier: nn.Module, generator: nn.Module, 
     from other blocks than the one that ships (docs/results.md). `final` carries `greedy_seconds`."""
     mc = cfg.train_generator
     return _distil(cfg, classifier, generator, train, val, mc.greedy_images, mc.greedy_epochs, mc.greedy_lr,
-                   lambda model, subset: greedy_teacher(model, subset, mc.greedy_steps, progress=progress),
+                   lambda model, subset: greedy_teacher(model, subset, mc.greedy_steps, progress=progress,
+                                                                cell=mc.greedy_cell, base=mc.greedy_base),
                    "greedy_seconds", on_epoch, progress)
