@@ -228,6 +228,29 @@ def test_distilling_a_teacher_moves_the_stored_ranking_to_the_teachers(small_mod
         train_mask_generator(cfg, model.classifier, part, val, progress=False, init=model.generator)
 
 
+def test_the_greedy_phase_runs_alone_on_one_pixel_gates(small_model, mnist_small):
+    """`train_generator.greedy_steps` on a grey model without an evaluation-method teacher: 4 x
+    4-pixel candidate cells over the 1-px gates, the generator's own order after them
+    (`greedy_base` = nice). Measured as a lever, not the grey default: the MNIST student does not
+    learn the cells (docs/results.md). Here: the phase runs and trains the distillation term."""
+    from nice.bundle import NiceModel
+    from nice.training.teacher import distil_greedy
+
+    model = NiceModel.load(small_model)
+    train, test, _, _ = mnist_small
+    cfg = model.config.with_overrides({"train_generator": {
+        "greedy_steps": 3, "greedy_cell": 4, "greedy_base": "nice", "greedy_images": 200, "greedy_epochs": 1,
+        "teacher_weight": 4.0, "teacher_loss": "listwise", "batch_size": 64}})
+    # Before the phase, the first training accepts the teacher weight without teacher items.
+    first = train_mask_generator(cfg.with_overrides({"train_generator": {"epochs": 1}}), model.classifier,
+                                 torch.utils.data.Subset(train, range(128)), torch.utils.data.Subset(test, range(64)),
+                                 progress=False, init=model.generator)
+    assert first.final["train_teacher"] == 0
+    phase = distil_greedy(cfg, model.classifier, model.generator, train, torch.utils.data.Subset(test, range(64)),
+                          progress=False)
+    assert phase.final["greedy_seconds"] > 0 and phase.final["train_teacher"] > 0
+
+
 def test_deletion_term_makes_removing_the_top_blocks_hurt_the_class_more(small_model, mnist_small):
     """Issue 20's deletion lever: fine-tuned with `deletion_weight`, removing the blocks the
     search ranks first (the top 10%, replaced by the background) leaves held-out digits a
