@@ -17,6 +17,9 @@ per-image search.
       --measure 1000 --baselines occlusion integrated_gradients
   python bench/generator_levers.py --model M --dataset mnist --out OUT --deletion-weight 1 \
       --limit 20000 --measure 1000
+  python bench/generator_levers.py --model M --dataset mnist --out OUT --teacher occlusion --greedy-steps 3 \
+      --greedy-cell 4 --greedy-base nice --teacher-cache G.pt --teacher-loss listwise --teacher-weight 4 \
+      --epochs 30 --limit 3000 --measure 1000
   python bench/generator_levers.py --model M --dataset SCENES --out OUT --generator '{"arch": "features"}' \
       --lr 2e-3 --epochs 2 --set '{"train_generator": {"task_loss": "ce"}}'
 """
@@ -36,7 +39,7 @@ from nice.data.sources import BUILTIN, training_data
 from nice.device import configure_threads
 from nice.training.mask_generator import train_mask_generator
 from nice.training.stored import train_for_storage
-from nice.training.teacher import TEACHERS, WithTeacher, first_images, teacher_scores
+from nice.training.teacher import GREEDY_BASES, TEACHERS, WithTeacher, first_images, greedy_teacher, teacher_scores
 from nice.view import View
 
 
@@ -89,6 +92,11 @@ def main() -> None:
     ap.add_argument("--teacher-cache", default=None,
                     help="a .pt file of the teacher's scores: read when it exists, written after computing "
                          "(occlusion costs ~0.1 s an image; several levers share one)")
+    ap.add_argument("--greedy-steps", type=int, default=0,
+                    help="with --teacher: distil the greedy teacher of the model's own classifier instead "
+                         "(nice.training.teacher.greedy_teacher; the product's greedy phase)")
+    ap.add_argument("--greedy-cell", type=int, default=1, help="greedy: candidate cells of N x N gate blocks")
+    ap.add_argument("--greedy-base", choices=GREEDY_BASES, default="occlusion", help="greedy: the order after the cells")
     ap.add_argument("--generator", default=None,
                     help='JSON override of the generator section, e.g. \'{"arch": "features"}\': trained from scratch')
     ap.add_argument("--set", default=None, help="a partial config (JSON) merged over the lever's, e.g. "
@@ -155,7 +163,8 @@ def main() -> None:
         if cache is not None and cache.exists():
             scores = torch.load(cache, weights_only=True)
         else:
-            scores = teacher_scores(model, train, args.teacher)
+            scores = (greedy_teacher(model, train, args.greedy_steps, cell=args.greedy_cell, base=args.greedy_base)
+                      if args.greedy_steps else teacher_scores(model, train, args.teacher))
             if cache is not None:
                 torch.save(scores, cache)
         train = WithTeacher(train, scores)

@@ -58,6 +58,11 @@ def search_ranking(cfg: NiceConfig, scores: torch.Tensor, x: torch.Tensor) -> to
         ranked = ranked + weight * torch.log(change.clamp(min=INERT_TOLERANCE))
     if not cfg.search.rank_inert_last:
         return ranked
-    # Below every live block, in the same order among themselves: shifted by each image's range.
+    return inert_last(ranked, live)
+
+
+def inert_last(ranked: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+    """`ranked` (N,h,w) with the blocks that are not `live` below every live block, in the same
+    order among themselves: shifted by each image's range."""
     span = (ranked.amax((1, 2), keepdim=True) - ranked.amin((1, 2), keepdim=True)).detach() + 1.0
     return torch.where(live, ranked, ranked - span)

@@ -249,6 +249,16 @@ def test_the_greedy_phase_runs_alone_on_one_pixel_gates(small_model, mnist_small
     phase = distil_greedy(cfg, model.classifier, model.generator, train, torch.utils.data.Subset(test, range(64)),
                           progress=False)
     assert phase.final["greedy_seconds"] > 0 and phase.final["train_teacher"] > 0
+    # The teacher ranks the black paper (inert pixels) below every live pixel, as the search does.
+    from nice.ranking import live_blocks
+    from nice.training.teacher import greedy_teacher
+
+    part = torch.utils.data.Subset(train, range(32))
+    teacher = greedy_teacher(model, part, 3, cell=4, base="nice", progress=False)
+    live = live_blocks(torch.stack([part[i][0] for i in range(32)]).float(), cfg)
+    low = torch.where(live, teacher, torch.inf).flatten(1).amin(1)
+    high = torch.where(live, -torch.inf, teacher).flatten(1).amax(1)
+    assert (low > high).all()
 
 
 def test_deletion_term_makes_removing_the_top_blocks_hurt_the_class_more(small_model, mnist_small):

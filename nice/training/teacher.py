@@ -20,7 +20,7 @@ from nice.config import GREEDY_BASES, TEACHER_METHODS, NiceConfig
 from nice.evaluate.attributions import LEARNED, InferenceNets, attribute
 from nice.gates import grid_shape
 from nice.mixing import background, mix
-from nice.ranking import live_blocks, smoothed_scores
+from nice.ranking import inert_last, live_blocks, smoothed_scores
 from nice.training.common import EpochCallback, TrainResult
 
 TEACHERS = TEACHER_METHODS
@@ -146,21 +146,25 @@ def greedy_teacher(model: Any, data: Dataset, steps: int, batch: int = 256, prog
     cells of `cell` x `cell` gate blocks (each cell's blocks in the base order), then the rest in
     the `base` order with its values: occlusion of `model`'s classifier against its stored
     background, or `nice`, the generator's own smoothed ranking (the student moves only the
-    greedy cells)."""
+    greedy cells). Inert blocks (equal to the stored background) go last, as the search ranks
+    them: kept or not they change nothing (MNIST's paper; none on a flat-background colour set)."""
     if base not in GREEDY_BASES:
         raise ValueError(f"the greedy teacher's base must be one of {GREEDY_BASES}, got {base!r}")
-    if base == "occlusion":
-        ref = teacher_scores(model, data, "occlusion", batch, progress)
-    else:
-        ref = torch.cat([smoothed_scores(model.config, attribute("nice", model, x, x[:, 0, 0, 0].long(), x).scores)
-                         for x in (items[0].float() for items in DataLoader(data, batch_size=batch, shuffle=False))])
+    occ = teacher_scores(model, data, "occlusion", batch, progress) if base == "occlusion" else None
     probs = Classify(model.classifier).probs
-    orders = []
+    out, done = [], 0
     loader = DataLoader(data, batch_size=batch, shuffle=False, num_workers=0)
     for items in tqdm(loader, desc=f"greedy teacher ({steps} cells)", unit="batch", disable=not progress):
         x = items[0].float()
-        orders.append(greedy_insertion(probs, x, model.config, probs(x).argmax(1), steps, cell=cell))
-    return put_first(ref, torch.cat(orders), cell)
+        target = probs(x).argmax(1)
+        if occ is None:
+            ref = smoothed_scores(model.config, attribute("nice", model, x, target, x).scores)
+        else:
+            ref = occ[done:done + len(x)]
+        done += len(x)
+        order = greedy_insertion(probs, x, model.config, target, steps, cell=cell)
+        out.append(inert_last(put_first(ref, order, cell), live_blocks(x, model.config)))
+    return torch.cat(out)
 
 
 def _distil(cfg: NiceConfig, classifier: nn.Module, generator: nn.Module, train: Iterable, val: Dataset,
