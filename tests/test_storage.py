@@ -1,3 +1,5 @@
+import sys
+
 import boto3
 import pytest
 
@@ -69,11 +71,10 @@ def _running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_the_local_s3_server_stops_when_the_process_that_started_it_is_killed():
     """A killed `nice demo` (SIGKILL: no `finally` runs) must not leave moto's server behind."""
     import subprocess
-    import sys
     import time
     from pathlib import Path
 

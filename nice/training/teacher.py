@@ -127,10 +127,10 @@ def put_first(scores: torch.Tensor, first: torch.Tensor, cell: int = 1) -> torch
     cell's blocks and then all the other blocks in their `scores` order: a listwise student sees
     the original spread of values."""
     n, (h, w) = len(scores), scores.shape[-2:]
-    cw = -(-w // cell)
-    cell_of = ((torch.arange(h)[:, None] // cell) * cw + torch.arange(w)[None] // cell).flatten()
+    masks = cell_masks(h, w, cell).flatten(1)
+    cell_of = masks.argmax(0)  # each block's cell
     steps = first.shape[1]
-    pos = torch.full((n, int(cell_of.max()) + 1), steps, dtype=torch.long)
+    pos = torch.full((n, len(masks)), steps, dtype=torch.long)
     pos.scatter_(1, first, torch.arange(steps).expand(n, steps))
     flat = scores.reshape(n, -1)
     by_score = flat.argsort(dim=1, descending=True, stable=True)
@@ -152,13 +152,15 @@ def greedy_teacher(model: Any, data: Dataset, steps: int, batch: int = 256, prog
         raise ValueError(f"the greedy teacher's base must be one of {GREEDY_BASES}, got {base!r}")
     occ = teacher_scores(model, data, "occlusion", batch, progress) if base == "occlusion" else None
     probs = Classify(model.classifier).probs
+    nets: InferenceNets | None = None  # the generator's, tuned once, on the first batch
     out, done = [], 0
     loader = DataLoader(data, batch_size=batch, shuffle=False, num_workers=0)
     for items in tqdm(loader, desc=f"greedy teacher ({steps} cells)", unit="batch", disable=not progress):
         x = items[0].float()
         target = probs(x).argmax(1)
         if occ is None:
-            ref = smoothed_scores(model.config, attribute("nice", model, x, target, x).scores)
+            nets = nets or InferenceNets.tuned(model, x)
+            ref = smoothed_scores(model.config, attribute("nice", model, x, target, x, nets=nets).scores)
         else:
             ref = occ[done:done + len(x)]
         done += len(x)
