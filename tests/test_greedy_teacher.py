@@ -77,8 +77,9 @@ def test_greedy_cells_over_one_pixel_gates_skip_the_inert_cells_and_rank_each_ce
 
     order = greedy_insertion(counting, x, cfg, torch.tensor([1]), steps=2, cell=4)
     assert order.tolist() == [[3, 0]]
-    # Each step: the image as it stands, then its live cells not yet kept (2, then 1); not all 4.
-    assert seen == [1, 2, 1, 1]
+    # The background once, then each step's live cells not yet kept (2, then 1); not all 4, and
+    # the image as it stands is not classified again (its probability is the chosen candidate's).
+    assert seen == [1, 2, 1]
     assert cell_masks(8, 8, 4).shape == (4, 1, 8, 8) and cell_masks(6, 6, 4).sum((1, 2, 3)).tolist() == [16, 8, 8, 4]
     scores = torch.arange(64.0).view(1, 8, 8)  # the base order: the last pixel first
     ranked = put_first(scores, order, cell=4)

@@ -74,6 +74,13 @@ def test_train_and_compress_artifacts(demo):
     md = (report.run_dir / "evaluate" / "summary").read_text()
     assert "| oracle |" in md and "| occlusion |" in md and "deletion AUC" in md
     assert report.verdicts and any("occlusion" in v for v in report.verdicts)
+    # The printed summary says which bytes figure is the archive's and which the benchmark sample's.
+    from pipeline.demo import format_report
+
+    printed = format_report(report)
+    assert "x, the whole archive)" in printed
+    assert f"NICE vs baselines on a sample of the test set ({report.benchmark_scope.split(',')[0]}" in printed
+    assert report.benchmark_scope.split(" ")[0].replace(",", "").isdigit()
     assert "data:image/png;base64," in report.benchmark.read_text()
 
 
