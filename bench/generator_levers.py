@@ -166,9 +166,9 @@ def main() -> None:
                                          if args.greedy_steps else {})}
         if cache is not None and cache.exists():
             scores = torch.load(cache, weights_only=True)
-            side = cache.with_suffix(".json")
+            side = cache.with_name(cache.name + ".json")
             held = json.loads(side.read_text()) if side.exists() else {"images": len(scores)}
-            wrong = {k: (v, made[k]) for k, v in held.items() if made.get(k) != v}
+            wrong = {k: (v, made.get(k)) for k, v in held.items() if made.get(k) != v}
             if wrong or len(scores) != len(train):
                 raise SystemExit(f"--teacher-cache {cache} was made for another lever (held, asked): {wrong or len(scores)}")
         else:
@@ -176,7 +176,7 @@ def main() -> None:
                       if args.greedy_steps else teacher_scores(model, train, args.teacher))
             if cache is not None:
                 torch.save(scores, cache)
-                cache.with_suffix(".json").write_text(json.dumps(made))
+                cache.with_name(cache.name + ".json").write_text(json.dumps(made))
         train = WithTeacher(train, scores)
         report["teacher_seconds"] = time.perf_counter() - t0
     classifier = load_classifier(args.classifier)[0] if args.classifier else model.classifier
