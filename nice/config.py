@@ -84,7 +84,7 @@ class ClassifierConfig:
 
 @dataclass
 class GeneratorConfig:
-    arch: str = "conv"  # conv | features (a head on the frozen classifier's own features; ResNets) | reference
+    arch: str = "conv"  # conv | features (a head on the frozen classifier's own features; ResNets and LeNet) | reference
     width: int = 16
     depth: int = 2  # number of stride-2 stages below the gate grid
     pre_pool: int = 1  # average-pool the input by this factor first (divides the block; cheap for b >= 4)

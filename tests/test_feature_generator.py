@@ -104,10 +104,40 @@ def test_the_margin_map_is_the_predicted_class_evidence_minus_the_runner_ups():
     assert (margin.flatten(1).std(1) > 0.5).all()
 
 
-def test_a_classifier_without_a_resnet_trunk_is_one_clear_error():
-    lenet = build_classifier(ClassifierConfig())
-    with pytest.raises(ValueError, match="needs a ResNet classifier"):
-        build_generator(GeneratorConfig(arch="features"), GateConfig(), 1, classifier=lenet)
+def test_a_lenet_feature_generator_reads_its_class_evidence_exactly(tmp_path):
+    """LeNet (the grey classifier) has two linear layers on its flattened last stage: the evidence
+    per location is the predicted logit's linearisation there, and summed over the locations it
+    gives the logit back, up to the bias terms (exact for ReLU)."""
+    torch.manual_seed(0)
+    clf = build_classifier(ClassifierConfig()).eval()
+    gen = build_generator(GeneratorConfig(arch="features", width=8), GateConfig(block=1), 1, classifier=clf)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        late = gen.trunk["late"](gen.trunk["early"](gen.trunk["normalize"](x)))
+        probs, evidence = gen._evidence(late)
+        fc1, fc2 = clf.head[1], clf.head[-1]
+        on = (fc1(late.flatten(1)) > 0).float()
+        bias = torch.einsum("kj,nj,j->nk", fc2.weight, on, fc1.bias) + fc2.bias
+        torch.testing.assert_close(evidence.sum((2, 3)) + bias, clf(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(probs, clf(x).softmax(1))
+    assert evidence.shape == (4, 10, 5, 5) and gen(x).shape == (4, 1, 28, 28)
+    # ... and it is what autograd's gradient x activation gives for the predicted class
+    late.requires_grad_(True)
+    k = clf(x).argmax(1)
+    logit = clf.head(late).gather(1, k[:, None]).sum()
+    (grad,) = torch.autograd.grad(logit, late)
+    torch.testing.assert_close(evidence[torch.arange(4), k], (grad * late).sum(1).detach(), atol=1e-4, rtol=1e-4)
+    torch.nn.init.normal_(gen.head[-1].weight, std=0.5)
+    cfg = NiceConfig(gates=GateConfig(block=1), generator=GeneratorConfig(arch="features", width=8))
+    NiceModel(clf, gen.eval(), cfg, class_names=[str(i) for i in range(10)]).save(tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(NiceModel.load(tmp_path / "m").generator(x), gen(x))
+
+
+def test_a_classifier_without_a_resnet_or_lenet_trunk_is_one_clear_error():
+    other = build_classifier(ClassifierConfig(arch="mobilenet_v3_small", in_channels=3, image_size=64))
+    with pytest.raises(ValueError, match="needs a ResNet or LeNet classifier"):
+        build_generator(GeneratorConfig(arch="features"), GateConfig(), 3, classifier=other)
     with pytest.raises(ValueError, match="built from its classifier"):
         build_generator(GeneratorConfig(arch="features"), GateConfig(), 3)
 

@@ -5,7 +5,8 @@
 works at any input size: the input is padded to the network's stride and the output cropped.
 `features` reads the frozen classifier's own features (a copy of its trunk, stored with the
 generator) and its class-evidence map (CAM: the last linear layer applied at every location, for
-the class it predicts), then a small trainable head maps them to the gate grid. A small object
+the class it predicts; for LeNet, whose head is two linear layers, the logit's linearisation at
+each location), then a small trainable head maps them to the gate grid. A small object
 in a large view is what the classifier's last stage already finds; a generator learning that
 from pixels in a few epochs does not (docs/results.md, scenes).
 """
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nice.config import GateConfig, GeneratorConfig
-from nice.models.classifiers import SmallResNet, TorchvisionClassifier
+from nice.models.classifiers import LeNet, SmallResNet, TorchvisionClassifier
 from nice.gates import HardConcrete, grid_shape
 
 
@@ -111,7 +112,7 @@ def _trunk_parts(classifier: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module
     if isinstance(classifier, TorchvisionClassifier) and hasattr(net, "layer4"):
         early = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2)
         return classifier.normalize, early, nn.Sequential(net.layer3, net.layer4), net.avgpool, net.fc
-    raise ValueError(f"generator arch 'features' needs a ResNet classifier (resnet, resnet18..), "
+    raise ValueError(f"generator arch 'features' needs a ResNet or LeNet classifier (resnet, resnet18.., lenet), "
                      f"got {type(classifier).__name__}; use generator.arch conv")
 
 
@@ -128,14 +129,22 @@ class FeatureGenerator(nn.Module):
         _check_block(block)
         self.block = block
         self.margin_map = margin_map
-        normalize, early, late, pool, fc = (copy.deepcopy(m) for m in _trunk_parts(classifier))
-        self.trunk = nn.ModuleDict({"normalize": normalize, "early": early, "late": late, "pool": pool, "fc": fc})
+        if isinstance(classifier, LeNet):
+            # LeNet's head is two linear layers on the flattened last stage: its class evidence per
+            # location is the logit's linearisation there (gradient x activation, exact for ReLU).
+            normalize, early, late = (copy.deepcopy(m) for m in (classifier.normalize, classifier.features[:3],
+                                                                  classifier.features[3:]))
+            fc1, fc2 = (copy.deepcopy(m) for m in (classifier.head[1], classifier.head[-1]))
+            self.trunk = nn.ModuleDict({"normalize": normalize, "early": early, "late": late, "fc1": fc1, "fc": fc2})
+        else:
+            normalize, early, late, pool, fc = (copy.deepcopy(m) for m in _trunk_parts(classifier))
+            self.trunk = nn.ModuleDict({"normalize": normalize, "early": early, "late": late, "pool": pool, "fc": fc})
         for p in self.trunk.parameters():
             p.requires_grad_(False)
         self.trunk.eval()
         c_early = _out_channels(early)
         self.early_proj = nn.Conv2d(c_early, width, 1)
-        self.late_proj = nn.Conv2d(fc.in_features, width, 1)
+        self.late_proj = nn.Conv2d(_out_channels(late), width, 1)
         self.head = nn.Sequential(
             nn.Conv2d(2 * width + 2 + margin_map, 2 * width, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(2 * width, 2 * width, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
@@ -155,9 +164,7 @@ class FeatureGenerator(nn.Module):
         with torch.no_grad():
             early = self.trunk["early"](self.trunk["normalize"](x))
             late = self.trunk["late"](early)
-            fc = self.trunk["fc"]
-            probs = torch.softmax(fc(self.trunk["pool"](late).flatten(1)), dim=1)  # the classifier's answer
-            evidence = torch.einsum("nchw,kc->nkhw", late, fc.weight) + fc.bias.view(1, -1, 1, 1)
+            probs, evidence = self._evidence(late)
             cam = torch.einsum("nkhw,nk->nhw", evidence, probs).unsqueeze(1)
             contrast = cam - evidence.mean(1, keepdim=True)
             maps = [cam, contrast]
@@ -170,6 +177,19 @@ class FeatureGenerator(nn.Module):
             maps = (maps - maps.mean((2, 3), keepdim=True)) / (spread + 1e-6)
         parts = [_to_grid(self.early_proj(early), grid), _to_grid(self.late_proj(late), grid), _to_grid(maps, grid)]
         return self.head(torch.cat(parts, 1))
+
+
+    def _evidence(self, late: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's answer (N,K) and each class's evidence at each location (N,K,h,w)."""
+        fc = self.trunk["fc"]
+        if "fc1" in self.trunk:  # LeNet: logit_k = sum over locations of grad_k x activation, + a bias
+            fc1 = self.trunk["fc1"]
+            hidden = fc1(late.flatten(1))
+            probs = torch.softmax(fc(torch.relu(hidden)), dim=1)
+            grad = torch.einsum("kj,nj,jc->nkc", fc.weight, (hidden > 0).to(late.dtype), fc1.weight)
+            return probs, grad.view(*grad.shape[:2], *late.shape[1:]).mul(late[:, None]).sum(2)
+        probs = torch.softmax(fc(self.trunk["pool"](late).flatten(1)), dim=1)
+        return probs, torch.einsum("nchw,kc->nkhw", late, fc.weight) + fc.bias.view(1, -1, 1, 1)
 
 
 def _out_channels(stage: nn.Module) -> int:
