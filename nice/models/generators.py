@@ -178,7 +178,6 @@ class FeatureGenerator(nn.Module):
         parts = [_to_grid(self.early_proj(early), grid), _to_grid(self.late_proj(late), grid), _to_grid(maps, grid)]
         return self.head(torch.cat(parts, 1))
 
-
     def _evidence(self, late: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The classifier's answer (N,K) and each class's evidence at each location (N,K,h,w)."""
         fc = self.trunk["fc"]
