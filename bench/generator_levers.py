@@ -160,23 +160,25 @@ def main() -> None:
     if args.teacher:
         t0 = time.perf_counter()
         cache = Path(args.teacher_cache) if args.teacher_cache else None
+        record = cache.with_name(cache.name + ".json") if cache is not None else None
         # What the cache holds, beside it: a cache of another teacher or other images is refused.
         made = {"teacher": args.teacher, "greedy_steps": args.greedy_steps, "model": str(Path(args.model).resolve()),
                 "images": len(train), **({"greedy_cell": args.greedy_cell, "greedy_base": args.greedy_base}
                                          if args.greedy_steps else {})}
         if cache is not None and cache.exists():
             scores = torch.load(cache, weights_only=True)
-            side = cache.with_name(cache.name + ".json")
-            held = json.loads(side.read_text()) if side.exists() else {"images": len(scores)}
+            held = json.loads(record.read_text()) if record.exists() else {"images": len(scores)}
             wrong = {k: (v, made.get(k)) for k, v in held.items() if made.get(k) != v}
-            if wrong or len(scores) != len(train):
-                raise SystemExit(f"--teacher-cache {cache} was made for another lever (held, asked): {wrong or len(scores)}")
+            if len(scores) != len(train):
+                wrong["images"] = (len(scores), len(train))
+            if wrong:
+                raise SystemExit(f"--teacher-cache {cache} was made for another lever (held, asked): {wrong}")
         else:
             scores = (greedy_teacher(model, train, args.greedy_steps, cell=args.greedy_cell, base=args.greedy_base)
                       if args.greedy_steps else teacher_scores(model, train, args.teacher))
             if cache is not None:
                 torch.save(scores, cache)
-                cache.with_name(cache.name + ".json").write_text(json.dumps(made))
+                record.write_text(json.dumps(made))
         train = WithTeacher(train, scores)
         report["teacher_seconds"] = time.perf_counter() - t0
     classifier = load_classifier(args.classifier)[0] if args.classifier else model.classifier
