@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from nice.config import CLASSIFIER_ARCHS, MIXING_MODES, VIEW_POLICIES, NiceConfig, merge_overrides
+from nice.config import CLASSIFIER_ARCHS, GENERATOR_ARCHS, MIXING_MODES, VIEW_POLICIES, NiceConfig, merge_overrides
 
 DESCRIPTION = """NICE: train a classifier and a mask generator, then compress image archives (folders or
 s3:// prefixes) into files that keep the classifier's prediction, with a per-image savings
@@ -101,7 +101,8 @@ def _add_config(p: argparse.ArgumentParser, train: bool = False, codec: bool = F
         p.add_argument("--block", type=int, help="gate block size b (power of two)")
         p.add_argument("--mixing", choices=list(MIXING_MODES))
         p.add_argument("--pool", type=int, help="background block size k for lowres mixing")
-        p.add_argument("--generator", choices=["conv", "reference"])
+        p.add_argument("--generator", choices=list(GENERATOR_ARCHS),
+                       help="conv; features (a head on the classifier's own features: ResNet, LeNet); reference")
         p.add_argument("--gen-width", type=int, help="conv generator width")
         p.add_argument("--pre-pool", type=int, help="conv generator: average-pool the input by this factor first")
         p.add_argument("--stored-epochs", type=int,

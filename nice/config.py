@@ -19,6 +19,8 @@ MIXING_MODES = ("zero", "lowres", "blur", "mean")
 TARGET_MODES = ("prediction", "label")
 # Rankings a generator can be distilled from (nice.training.teacher; the evaluation's learned methods).
 TEACHER_METHODS = ("occlusion", "integrated_gradients", "gradcam", "saliency")
+# mask generators (nice.models.generators.build_generator)
+GENERATOR_ARCHS = ("conv", "features", "reference")
 GREEDY_BASES = ("occlusion", "nice")  # the order after the greedy teacher's cells (nice.training.teacher)
 VIEW_POLICIES = ("letterbox", "resize", "center_crop")
 # torchvision classification architectures (a user's own weights come in these), next to ours

@@ -88,6 +88,18 @@ def test_config_file_is_partial_and_flags_win(tmp_path):
     assert cfg.search.qualities == base.search.qualities and cfg.codec.format == base.codec.format
 
 
+def test_every_generator_arch_is_a_flag():
+    from nice.config import GENERATOR_ARCHS
+
+    p = argparse.ArgumentParser()
+    _add_config(p, train=True)
+    # `features` (the head on the classifier's own features) was reachable through --config only.
+    for arch in GENERATOR_ARCHS:
+        assert job_config(p.parse_args(["--generator", arch])).generator.arch == arch
+    with pytest.raises(SystemExit):
+        p.parse_args(["--generator", "unet"])
+
+
 @pytest.mark.parametrize("content, message", [("[1, 2]", "expected a JSON object"), ("{oops", "not JSON")])
 def test_bad_config_file_is_one_line_and_exit_2(content, message, tmp_path, capsys):
     path = tmp_path / "bad.json"
