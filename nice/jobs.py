@@ -267,9 +267,7 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
     from nice.checkpoint import load_classifier
     from nice.data.sources import training_data
     from nice.device import configure_threads
-    from nice.training.mask_generator import train_mask_generator
-    from nice.training.stored import train_for_storage
-    from nice.training.teacher import distil_greedy, distil_teacher
+    from nice.training.phases import train_phases
     from nice.view import View
 
     ctx = ctx or StepContext()
@@ -295,20 +293,9 @@ def train_mask_generator_step(dataset: str, classifier: str | Path, out: str | P
                                            **_flat(cfg.mixing, "mixing."), **_flat(cfg.generator, "generator."),
                                            **_flat(cfg.train_generator, "train.")},
                   model="mask_generator", dataset=dataset, splits=training_splits(dataset), system_metrics=True) as run_id:
-        res = train_mask_generator(cfg, clf, train, val, on_epoch=ctx.epoch_logger("epoch_"),
-                                   progress=ctx.progress)
-        if cfg.train_generator.teacher:  # a slow, faithful ranking distilled into the trained generator
-            res = distil_teacher(cfg, clf, res.model, train, val, on_epoch=ctx.epoch_logger("teacher_epoch_"),
-                                 progress=ctx.progress)
-        # The model ships with the classifier fine-tuned on stored images where configured.
-        clf, stored = train_for_storage(cfg, clf, res.model, train, val, on_epoch=ctx.epoch_logger("stored_epoch_"),
-                                        progress=ctx.progress)
-        final = {**res.final, **stored}
-        if cfg.train_generator.greedy_steps:  # on the classifier that ships, which it is measured on
-            res = distil_greedy(cfg, clf, res.model, train, val, on_epoch=ctx.epoch_logger("greedy_epoch_"),
-                                progress=ctx.progress)
-            final = {**final, **res.final}
-        nice_model = NiceModel(clf, res.model, cfg, class_names=names)
+        done = train_phases(cfg, clf, train, val, epoch_logger=ctx.epoch_logger, progress=ctx.progress)
+        final = done.final
+        nice_model = NiceModel(done.classifier, done.generator, cfg, class_names=names)
         nice_model.save(out, final)
         ctx.log_metrics(final)
         version = None

@@ -90,3 +90,33 @@ def test_greedy_cells_over_one_pixel_gates_skip_the_inert_cells_and_rank_each_ce
     assert set(top[16:32].tolist()) == {r * 8 + c for r in range(4) for c in range(4)}
     assert top[32].item() == 59  # the best pixel of neither cell: row 7, column 3
     assert sorted(ranked.flatten().tolist()) == sorted(scores.flatten().tolist())
+
+
+
+def test_greedy_then_stored_ships_a_classifier_fine_tuned_on_the_masks_that_ship(small_model, mnist_small):
+    """`train_generator.greedy_then_stored`: after the greedy phase the stored fine-tune runs once
+    more, from the plain classifier, on the generator that ships (the first one saw the generator
+    before the phase). The shipped classifier is exactly that fine-tune; without the setting it is not."""
+    from torch.utils.data import Subset
+
+    from nice.bundle import NiceModel
+    from nice.training.phases import train_phases
+    from nice.training.stored import train_for_storage
+
+    model = NiceModel.load(small_model)
+    train, test, _, _ = mnist_small
+    train, val = Subset(train, range(256)), Subset(test, range(64))
+    for then_stored in (True, False):
+        cfg = model.config.with_overrides({
+            "train_generator": {"epochs": 1, "batch_size": 64, "greedy_steps": 2, "greedy_cell": 4,
+                                "greedy_images": 32, "greedy_epochs": 1, "teacher_weight": 4.0,
+                                "teacher_loss": "listwise", "greedy_then_stored": then_stored},
+            # the fine-tune is always kept here, so the two classifiers can differ
+            "train_classifier": {"stored_epochs": 1, "stored_max_drop": 100.0}})
+        done = train_phases(cfg, model.classifier, train, val, progress=False)
+        assert ("restored_val_accuracy_stored_after" in done.final) == then_stored
+        assert done.final["greedy_seconds"] > 0
+        again, _ = train_for_storage(cfg, model.classifier, done.generator, train, val, progress=False)
+        diff = max((a.float() - b.float()).abs().max().item()
+                   for a, b in zip(again.state_dict().values(), done.classifier.state_dict().values()))
+        assert (diff == 0) == then_stored, diff
