@@ -16,8 +16,8 @@ from nice.data.arrays import make_loader
 from nice.data.sources import export_png_folder, load_builtin
 from nice.device import configure_threads, pick_device
 from nice.training.classifier import train_classifier
-from nice.training.mask_generator import evaluate_masks, train_mask_generator
-from nice.training.stored import train_for_storage
+from nice.training.mask_generator import evaluate_masks
+from nice.training.phases import train_phases
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,8 @@ def run_demo(workdir: str | Path, cfg: NiceConfig | None = None, dataset: str = 
     if reuse and (model_dir / "mask_generator.pt").is_file():
         model = NiceModel.load(model_dir)
     else:
-        gen = train_mask_generator(cfg, classifier, train_ds, test_ds, progress=progress)
-        classifier, _ = train_for_storage(cfg, classifier, gen.model, train_ds, test_ds, progress=progress)
-        model = NiceModel(classifier=classifier, generator=gen.model, config=cfg,
+        done = train_phases(cfg, classifier, train_ds, test_ds, progress=progress)  # the job's phases
+        model = NiceModel(classifier=done.classifier, generator=done.generator, config=cfg,
                           class_names=test_split.class_names)
         model.save(model_dir, {"classifier_test_accuracy": clf_acc})
         model = NiceModel.load(model_dir)
