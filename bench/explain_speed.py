@@ -1,7 +1,8 @@
 """Issue 20's speed goal as ratios measured in one run: ms per image of NICE, occlusion and
 integrated gradients through `nice.evaluate.attributions.attribute` (the evaluation's own
-path, every method on the same tuned networks), on the default architectures with random
-weights (the timing depends on the networks, not the weights), best of 3.
+path, every method on the same tuned networks), on the default architectures and the
+features head on LeNet, with random weights (the timing depends on the networks, not the
+weights), best of 3.
 
   PYTHONPATH=. .venv/bin/python bench/explain_speed.py --threads 1
 """
@@ -26,7 +27,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     out = {}
+    lenet_features = NiceConfig().with_overrides({"generator": {"arch": "features"}})
     for name, cfg, shape, n in [("mnist", NiceConfig(), (1, 28, 28), 512),
+                                ("mnist-lenet-features", lenet_features, (1, 28, 28), 512),
                                 ("colour64", colour_default(64), (3, 64, 64), 256)]:
         model = NiceModel.untrained(cfg, uri="")
         x = torch.rand((n, *shape))
