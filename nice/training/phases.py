@@ -6,7 +6,8 @@
    `greedy_then_stored` the stored fine-tune once more, from the plain classifier, on the masks of
    the generator that ships.
 
-One function, so the job and the benches train the same model.
+One function, so the job (CLI, component, pipeline) and the library-only demo train the same
+model in the same order.
 """
 
 from __future__ import annotations
