@@ -27,9 +27,12 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     out = {}
-    lenet_features = NiceConfig().with_overrides({"generator": {"arch": "features"}})
+    def lenet_features(width: int) -> NiceConfig:
+        return NiceConfig().with_overrides({"generator": {"arch": "features", "width": width}})
+
     for name, cfg, shape, n in [("mnist", NiceConfig(), (1, 28, 28), 512),
-                                ("mnist-lenet-features", lenet_features, (1, 28, 28), 512),
+                                *((f"mnist-lenet-features-w{w}", lenet_features(w), (1, 28, 28), 512)
+                                  for w in (16, 8, 4)),
                                 ("colour64", colour_default(64), (3, 64, 64), 256)]:
         model = NiceModel.untrained(cfg, uri="")
         x = torch.rand((n, *shape))
