@@ -19,6 +19,11 @@ from nice.config import NiceConfig, colour_default
 from nice.evaluate.attributions import attribute
 
 
+def lenet_features(width: int) -> NiceConfig:
+    """The grey default with the features head on LeNet at `width`."""
+    return NiceConfig().with_overrides({"generator": {"arch": "features", "width": width}})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
@@ -27,9 +32,6 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     out = {}
-    def lenet_features(width: int) -> NiceConfig:
-        return NiceConfig().with_overrides({"generator": {"arch": "features", "width": width}})
-
     for name, cfg, shape, n in [("mnist", NiceConfig(), (1, 28, 28), 512),
                                 *((f"mnist-lenet-features-w{w}", lenet_features(w), (1, 28, 28), 512)
                                   for w in (16, 8, 4)),

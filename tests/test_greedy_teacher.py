@@ -92,7 +92,6 @@ def test_greedy_cells_over_one_pixel_gates_skip_the_inert_cells_and_rank_each_ce
     assert sorted(ranked.flatten().tolist()) == sorted(scores.flatten().tolist())
 
 
-
 def test_greedy_then_stored_ships_a_classifier_fine_tuned_on_the_masks_that_ship(small_model, mnist_small):
     """`train_generator.greedy_then_stored`: after the greedy phase the stored fine-tune runs once
     more, from the plain classifier, on the generator that ships (the first one saw the generator

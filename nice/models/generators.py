@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nice.config import GateConfig, GeneratorConfig
+from nice.config import GENERATOR_ARCHS, GateConfig, GeneratorConfig
 from nice.models.classifiers import LeNet, SmallResNet, TorchvisionClassifier
 from nice.gates import HardConcrete, grid_shape
 
@@ -216,4 +216,4 @@ def build_generator(cfg: GeneratorConfig, gates: GateConfig, in_channels: int,
         if classifier is None:
             raise ValueError("generator arch 'features' is built from its classifier; none was given")
         return FeatureGenerator(classifier, gates.block, cfg.width, init, cfg.margin_map)
-    raise ValueError(f"unknown generator arch {cfg.arch!r}; expected conv, features or reference")
+    raise ValueError(f"unknown generator arch {cfg.arch!r}; expected one of {', '.join(GENERATOR_ARCHS)}")
